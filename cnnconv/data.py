@@ -1,0 +1,362 @@
+"""Data sets, found on disk and checked, and a loader that lives on the training device.
+
+Where data is looked for, in order: an explicit directory, ``$CNNCONV_DATA``, then the
+cache directory ``cnnconv data fetch`` downloads into (``$XDG_CACHE_HOME/cnnconv/data``).
+CIFAR-10 is read from the official python-format directory ``cifar-10-batches-py`` (also
+torchvision's layout); batches may hold any number of rows. Fashion-MNIST is read from its
+four IDX ``.gz`` files, also from Debian's ``dataset-fashion-mnist`` location.
+
+The loader keeps each split as one uint8 tensor on the device. Every batch is gathered,
+normalised, cropped and flipped there; the shuffle and augmentation draw from a generator
+seeded by the run's seed, so two runs with the same seed see the same images in the same
+order with the same crops (common random numbers across the arms of a claim).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+FASHION_DIR = "fashion-mnist"
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
+                   "sandal", "shirt", "sneaker", "bag", "ankle boot")
+DATASETS = ("cifar10", "fashion-mnist", "synthetic")
+
+
+class DataError(RuntimeError):
+    """A data set is missing or malformed; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images as uint8 ``(N, C, H, W)`` and labels as int64 ``(N,)``."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train and a test split with the per-channel statistics used to normalise them."""
+
+    name: str
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+    source: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.images.shape[1:]
+        return c, h, w
+
+    @functools.cached_property
+    def mean_std(self) -> tuple[Tensor, Tensor]:
+        """Per-channel mean and std of the training images, in [0, 1] units."""
+        pixels = self.train.images.double().div_(255)
+        return pixels.mean(dim=(0, 2, 3)).float(), pixels.std(dim=(0, 2, 3)).float()
+
+
+def cache_dir() -> Path:
+    """Where ``cnnconv data fetch`` puts downloads (``$XDG_CACHE_HOME/cnnconv/data``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnconv" / "data"
+
+
+def candidate_dirs(data_dir: str | Path | None = None) -> list[tuple[str, Path]]:
+    """The places searched, in order, each with where it came from."""
+    places = []
+    if data_dir is not None:
+        places.append(("--data-dir", Path(data_dir)))
+    if os.environ.get("CNNCONV_DATA"):
+        places.append(("$CNNCONV_DATA", Path(os.environ["CNNCONV_DATA"])))
+    places.append(("cache", cache_dir()))
+    return places
+
+
+def find_cifar10(data_dir: str | Path | None = None) -> Path:
+    """The first ``cifar-10-batches-py`` directory found (a candidate or its child)."""
+    for _, place in candidate_dirs(data_dir):
+        for root in (place, place / CIFAR10_DIR):
+            if (root / "test_batch").exists() or (root / "data_batch_1").exists():
+                return root
+    searched = ", ".join(f"{how}={path}" for how, path in candidate_dirs(data_dir))
+    raise DataError(
+        f"CIFAR-10 not found (looked for {CIFAR10_DIR}/ in {searched}). "
+        "Run `cnnconv data fetch cifar10`, or pass --data-dir / set CNNCONV_DATA to a "
+        f"directory holding {CIFAR10_DIR}/"
+    )
+
+
+def find_fashion_mnist(data_dir: str | Path | None = None) -> Path:
+    """The first directory holding the four Fashion-MNIST IDX files."""
+    places = [p for _, p in candidate_dirs(data_dir)] + [FASHION_SYSTEM_DIR]
+    for place in places:
+        for root in (place, place / FASHION_DIR):
+            if (root / FASHION_FILES["test"][0]).exists():
+                return root
+    raise DataError(
+        "Fashion-MNIST not found (looked in "
+        + ", ".join(map(str, places))
+        + "). Install Debian's dataset-fashion-mnist, or point --data-dir / CNNCONV_DATA at "
+        "a directory holding its four *-ubyte.gz files"
+    )
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.exists():
+        raise DataError(
+            f"{path} is missing: the CIFAR-10 directory is incomplete. "
+            "Re-run `cnnconv data fetch cifar10` or restore the file"
+        )
+    try:
+        with open(path, "rb") as handle:
+            batch = pickle.load(handle, encoding="latin1")
+        data = np.asarray(batch["data"])
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except Exception as error:  # any unpickling failure means the same thing to the user
+        raise DataError(
+            f"{path} is corrupt ({type(error).__name__}: {error}). "
+            "Delete it and re-run `cnnconv data fetch cifar10`"
+        ) from error
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(
+            f"{path}: expected uint8 rows of 3072 pixels, got {data.dtype} {data.shape}; "
+            "this is not a CIFAR-10 python-format batch"
+        )
+    if labels.shape != (data.shape[0],) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise DataError(
+            f"{path}: {labels.shape[0]} labels for {data.shape[0]} images, or labels "
+            "outside 0..9; the file is damaged"
+        )
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(root: Path) -> Dataset:
+    """CIFAR-10 from a ``cifar-10-batches-py`` directory (any number of rows per batch)."""
+    parts = [_read_cifar_batch(root / name) for name in CIFAR10_TRAIN_FILES]
+    train_x = np.concatenate([p[0] for p in parts])
+    train_y = np.concatenate([p[1] for p in parts])
+    test_x, test_y = _read_cifar_batch(root / "test_batch")
+    return Dataset(
+        "cifar10",
+        Split(torch.from_numpy(train_x), torch.from_numpy(train_y)),
+        Split(torch.from_numpy(test_x), torch.from_numpy(test_y)),
+        CIFAR10_CLASSES,
+        str(root),
+    )
+
+
+def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+        magic, count = struct.unpack(">II", raw[:8])
+        if magic != expected_magic:
+            raise ValueError(f"magic number {magic}, expected {expected_magic}")
+        if magic == 2051:
+            rows, cols = struct.unpack(">II", raw[8:16])
+            array = np.frombuffer(raw, np.uint8, count * rows * cols, 16).reshape(count, rows, cols)
+        else:
+            array = np.frombuffer(raw, np.uint8, count, 8)
+    except FileNotFoundError as error:
+        raise DataError(f"{path} is missing; reinstall dataset-fashion-mnist") from error
+    except (OSError, ValueError, struct.error, EOFError) as error:
+        raise DataError(
+            f"{path} is corrupt ({error}); reinstall dataset-fashion-mnist or replace the file"
+        ) from error
+    return array
+
+
+def load_fashion_mnist(root: Path) -> Dataset:
+    """Fashion-MNIST from its IDX files, as 1x28x28 uint8 images."""
+    splits = []
+    for part in ("train", "test"):
+        images, labels = FASHION_FILES[part]
+        x = _read_idx(root / images, 2051)[:, None]
+        y = _read_idx(root / labels, 2049).astype(np.int64)
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"{root / labels}: {y.shape[0]} labels for {x.shape[0]} images")
+        splits.append(Split(torch.from_numpy(x.copy()), torch.from_numpy(y)))
+    return Dataset("fashion-mnist", splits[0], splits[1], FASHION_CLASSES, str(root))
+
+
+def synthetic(
+    n_train: int = 2048, n_test: int = 512, num_classes: int = 10, image_size: int = 32,
+    seed: int = 0,
+) -> Dataset:
+    """A small deterministic, learnable data set for unit tests (never for claims).
+
+    Each class is a fixed random colour pattern; images are that pattern plus noise, so a
+    network can learn it in a few dozen steps and a broken training loop shows.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(num_classes, 3, image_size, image_size, generator=generator)
+
+    def make(n: int) -> Split:
+        labels = torch.randint(0, num_classes, (n,), generator=generator)
+        noise = torch.rand(n, 3, image_size, image_size, generator=generator)
+        pixels = (0.6 * patterns[labels] + 0.4 * noise) * 255
+        return Split(pixels.round().to(torch.uint8), labels)
+
+    classes = tuple(f"class{i}" for i in range(num_classes))
+    return Dataset("synthetic", make(n_train), make(n_test), classes, f"synthetic(seed={seed})")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, root: str) -> Dataset:
+    if name == "cifar10":
+        return load_cifar10(Path(root))
+    return load_fashion_mnist(Path(root))
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """Load a data set by name; loaded sets are kept in memory for the process."""
+    if name == "cifar10":
+        return _load_cached(name, str(find_cifar10(data_dir).resolve()))
+    if name == "fashion-mnist":
+        return _load_cached(name, str(find_fashion_mnist(data_dir).resolve()))
+    if name == "synthetic":
+        return synthetic()
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def fetch_cifar10(dest: Path | None = None) -> Path:
+    """Download CIFAR-10 from its official URL, check the official md5, and unpack it."""
+    dest = dest or cache_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        archive = Path(tmp) / "cifar-10-python.tar.gz"
+        try:
+            urllib.request.urlretrieve(CIFAR10_URL, archive)
+        except OSError as error:
+            raise DataError(
+                f"could not download {CIFAR10_URL} ({error}); without a network, copy "
+                f"{CIFAR10_DIR}/ into {dest} by hand"
+            ) from error
+        digest = hashlib.md5(archive.read_bytes()).hexdigest()
+        if digest != CIFAR10_MD5:
+            raise DataError(f"{archive.name} has md5 {digest}, expected {CIFAR10_MD5}; retry")
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        target = dest / CIFAR10_DIR
+        if target.exists():
+            raise DataError(f"{target} already exists; remove it to fetch again")
+        os.replace(Path(tmp) / CIFAR10_DIR, target)
+    return target
+
+
+class DeviceLoader:
+    """Batches drawn on the device from a split kept there as one uint8 tensor.
+
+    Each epoch is a fresh permutation; a partial last batch is dropped, so every batch has
+    ``batch_size`` samples and ``samples_seen == iterations * batch_size`` exactly.
+    ``augment`` gives each sample its own random crop (pad 4) and horizontal flip.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        mean: Tensor,
+        std: Tensor,
+        batch_size: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        seed: int,
+        augment: bool = True,
+        pad_mode: str = "constant",
+    ) -> None:
+        if batch_size > len(split):
+            raise ValueError(f"batch size {batch_size} exceeds the {len(split)} samples of the split")
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.shift, self.scale = _normaliser(mean, std, self.device, dtype)
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.augment = augment
+        self.pad_mode = pad_mode
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.batches_per_epoch = len(split) // batch_size
+        self.iterations = 0
+
+    @property
+    def samples_seen(self) -> int:
+        return self.iterations * self.batch_size
+
+    @property
+    def epochs(self) -> float:
+        return self.iterations / self.batches_per_epoch
+
+    def _crop_and_flip(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        padded = F.pad(x, (4, 4, 4, 4), mode=self.pad_mode)
+        offsets = torch.randint(0, 9, (2, n), generator=self.generator, device=self.device)
+        rows = (offsets[0, :, None] + torch.arange(h, device=self.device))[:, None, :, None]
+        cols = (offsets[1, :, None] + torch.arange(w, device=self.device))[:, None, None, :]
+        batch = torch.arange(n, device=self.device)[:, None, None, None]
+        channel = torch.arange(x.shape[1], device=self.device)[None, :, None, None]
+        cropped = padded[batch, channel, rows, cols]
+        flip = torch.rand(n, generator=self.generator, device=self.device) < 0.5
+        return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """Endless batches; stop by iteration count in the caller."""
+        while True:
+            order = torch.randperm(len(self.labels), generator=self.generator, device=self.device)
+            for start in range(0, self.batches_per_epoch * self.batch_size, self.batch_size):
+                index = order[start:start + self.batch_size]
+                x = (self.images[index].to(self.dtype) - self.shift) * self.scale
+                if self.augment:
+                    x = self._crop_and_flip(x)
+                self.iterations += 1
+                yield x, self.labels[index]
+
+
+def evaluation_batches(
+    split: Split, mean: Tensor, std: Tensor, device: torch.device, dtype: torch.dtype,
+    batch_size: int = 1000,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The split in order, normalised, without augmentation."""
+    shift, scale = _normaliser(mean, std, device, dtype)
+    images, labels = split.images.to(device), split.labels.to(device)
+    for start in range(0, len(split), batch_size):
+        stop = start + batch_size
+        yield (images[start:stop].to(dtype) - shift) * scale, labels[start:stop]
+
+
+def _normaliser(
+    mean: Tensor, std: Tensor, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Shift and scale that map uint8 pixels to zero mean, unit variance per channel."""
+    shape = (1, -1, 1, 1)
+    return (mean * 255).to(device, dtype).view(shape), (1 / (std * 255)).to(device, dtype).view(shape)
