@@ -89,18 +89,27 @@ def get_mode(name: str) -> PrecisionMode:
 
 
 _TF32_DROPPED_BITS = 13
-_TF32_HALF = 1 << (_TF32_DROPPED_BITS - 1)
-_TF32_MASK = ~((1 << _TF32_DROPPED_BITS) - 1)
+_TF32_HALF_MINUS_ONE = (1 << (_TF32_DROPPED_BITS - 1)) - 1
+_EXPONENT = 0x7F800000
 
 
 def round_to_tf32(x: Tensor) -> Tensor:
-    """Round a float32 tensor to TF32 (nearest, ties to even); see the module docstring."""
+    """Round a float32 tensor to TF32 (nearest, ties to even); see the module docstring.
+
+    Integer arithmetic on the bit pattern: add half an ulp of TF32 minus one, plus the
+    lowest kept bit (so ties go to even), then clear the 13 dropped bits. A carry out of
+    the mantissa correctly bumps the exponent (and the largest values round to infinity).
+    Infinities and NaNs (exponent all ones) get no increment and keep all their bits.
+    Written as in-place integer ops: this runs on every conv and linear operand.
+    """
     if x.dtype != torch.float32:
         raise TypeError(f"round_to_tf32 takes float32, got {x.dtype}")
     bits = x.contiguous().view(torch.int32)
-    odd = (bits >> _TF32_DROPPED_BITS) & 1
-    rounded = ((bits + (_TF32_HALF - 1) + odd) & _TF32_MASK).view(torch.float32)
-    return torch.where(torch.isfinite(x), rounded, x)
+    finite = (bits & _EXPONENT) != _EXPONENT
+    out = bits >> _TF32_DROPPED_BITS
+    out.bitwise_and_(1).add_(_TF32_HALF_MINUS_ONE).mul_(finite).add_(bits)
+    keep = finite.to(torch.int32).mul_(-((1 << _TF32_DROPPED_BITS) - 1)).sub_(1)
+    return out.bitwise_and_(keep).view(torch.float32)
 
 
 def _normalise_padding(padding: object, weight: Tensor, dilation: object) -> object:

@@ -64,7 +64,11 @@ class RunStore:
 
     def get(self, spec: RunSpec) -> RunResult | None:
         """The stored result for ``spec``, or None. A damaged entry is set aside, not used."""
-        path = self.path(spec)
+        return self.load_key(spec.key())
+
+    def load_key(self, key: str) -> RunResult | None:
+        """The stored result under ``key``, or None (see ``get``)."""
+        path = self.root / f"{key}.npz"
         if not path.exists():
             return None
         try:

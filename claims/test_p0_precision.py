@@ -1,0 +1,66 @@
+"""Source P0, section 2.1: how numeric precision changes convergence (Fig. 2).
+
+Arms: fp64, tf32 and pure bf16, batch 64, no CBAM. On a CPU, tf32 is emulated bit-exactly
+(cnnconv.precision); fp64 and bf16 are native.
+"""
+
+import pytest
+
+from cnnconv import stats
+
+# "About the same" is taken as within 3% of the window mean: the threshold the source
+# itself uses to call the effect of CBAM in layer1 small (P0-ATT-1).
+SAME_RATE = 0.03
+
+
+@pytest.mark.claim(
+    "P0-PREC-1", source="P0",
+    sentence="TF32 and FP64 converge at about the same rate.",
+    paper="the fp64 and tf32 loss curves overlap (Fig. 2); no numbers given",
+)
+def test_tf32_and_fp64_converge_at_about_the_same_rate(arms, p0, alpha):
+    fp64, tf32 = arms(fp64=p0.run(precision="fp64", iterations=p0.equal_iterations),
+                      tf32=p0.run())
+    return stats.all_of([
+        stats.equivalent(fp64.window_mean(*w), tf32.window_mean(*w), margin=SAME_RATE,
+                         relative=True, alpha=alpha, label=f"{name} {w}")
+        for name, w in p0.windows.items()
+    ])
+
+
+@pytest.mark.claim(
+    "P0-PREC-2", source="P0",
+    sentence="BF16 converges more slowly and plateaus: after about 3000 iterations it makes "
+             "almost no further progress, staying above TF32.",
+    paper="Fig. 2: the bf16 curve flattens after ~3000 iterations, above tf32",
+)
+def test_bf16_converges_more_slowly_and_plateaus(arms, p0, alpha):
+    bf16, tf32 = arms(bf16=p0.run(precision="bf16", iterations=p0.equal_iterations),
+                      tf32=p0.run())
+    start, stop = p0.late
+    # "Almost no further progress": over the late window bf16's fitted loss drops by less
+    # than 0.05 (an equivalence to a zero slope), while tf32's slope is negative.
+    flat = 0.05 * 1000 / (stop - start)
+    return stats.all_of([
+        stats.greater(bf16.window_mean(*p0.mid), tf32.window_mean(*p0.mid), alpha=alpha,
+                      label="bf16 above tf32, mid"),
+        stats.greater(bf16.window_mean(*p0.late), tf32.window_mean(*p0.late), alpha=alpha,
+                      label="bf16 above tf32, late"),
+        stats.equivalent(bf16.slope(start, stop), 0.0, margin=flat, alpha=alpha,
+                         label="bf16 slope ~ 0, late"),
+        stats.less(tf32.slope(start, stop), 0.0, alpha=alpha, label="tf32 slope < 0, late"),
+    ])
+
+
+@pytest.mark.claim(
+    "P0-PREC-3", source="P0",
+    sentence="FP64 is slightly more stable than TF32.",
+    paper="Fig. 2: the fp64 curve jitters a little less; no numbers given",
+)
+def test_fp64_jitters_less_than_tf32(arms, p0, alpha):
+    fp64, tf32 = arms(fp64=p0.run(precision="fp64", iterations=p0.equal_iterations),
+                      tf32=p0.run())
+    start = p0.early[0]
+    stop = p0.late[1]
+    return stats.less(fp64.jitter(start, stop), tf32.jitter(start, stop), alpha=alpha,
+                      label="jitter fp64 < tf32")

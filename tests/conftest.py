@@ -1,0 +1,57 @@
+"""Shared fixtures: where real data is, and a tiny synthetic data set for every code path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnconv import data
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def _cifar_dir(env: str, fallback: Path) -> Path | None:
+    for place in (os.environ.get(env), fallback):
+        if place and (Path(place) / "cifar-10-batches-py" / "test_batch").exists():
+            return Path(place) / "cifar-10-batches-py"
+        if place and (Path(place) / "test_batch").exists():
+            return Path(place)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mini_cifar_dir() -> Path:
+    """The exact-pixel CIFAR-10 subset ($CNNCONV_MINI_DATA, or ../shared beside the checkout)."""
+    found = _cifar_dir("CNNCONV_MINI_DATA", SHARED / "cifar10-mini")
+    if found is None:
+        pytest.skip("exact-pixel CIFAR-10 subset not found: set CNNCONV_MINI_DATA to a "
+                    "directory holding cifar-10-batches-py/")
+    return found
+
+
+@pytest.fixture(scope="session")
+def cifar_dir() -> Path:
+    """Full CIFAR-10 ($CNNCONV_DATA); the tests that need it skip without it."""
+    found = _cifar_dir("CNNCONV_DATA", Path("/nonexistent"))
+    if found is None:
+        pytest.skip("full CIFAR-10 not found: set CNNCONV_DATA to a directory holding "
+                    "cifar-10-batches-py/ (`cnnconv data fetch cifar10` downloads it)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def tiny() -> data.Dataset:
+    """256 train / 128 test synthetic images: every code path, no files."""
+    return data.synthetic(n_train=256, n_test=128)
+
+
+@pytest.fixture
+def one_thread():
+    """Pin intra-op threads so that results compare bitwise."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
