@@ -216,11 +216,13 @@ def synthetic(
 ) -> Dataset:
     """A small deterministic, learnable data set for unit tests (never for claims).
 
-    Each class is a fixed random colour pattern; images are that pattern plus noise, so a
-    network can learn it in a few dozen steps and a broken training loop shows.
+    Each class is a fixed smooth colour pattern (random 4x4 colours, bilinearly enlarged,
+    so crops and flips keep it recognisable); images are that pattern plus noise. A network
+    learns it in a few dozen steps, so a broken training loop shows.
     """
     generator = torch.Generator().manual_seed(seed)
-    patterns = torch.rand(num_classes, 3, image_size, image_size, generator=generator)
+    coarse = torch.rand(num_classes, 3, 4, 4, generator=generator)
+    patterns = F.interpolate(coarse, size=(image_size, image_size), mode="bilinear")
 
     def make(n: int) -> Split:
         labels = torch.randint(0, num_classes, (n,), generator=generator)

@@ -1,0 +1,144 @@
+import gzip
+from itertools import islice
+import pickle
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from cnnconv import data
+from cnnconv.data import DataError, DeviceLoader
+
+
+def test_exact_pixel_subset_loads_with_short_batches(mini_cifar_dir):
+    dataset = data.load_cifar10(mini_cifar_dir)
+    assert len(dataset.train) == 5170 and len(dataset.test) == 1017
+    assert dataset.train.images.dtype == torch.uint8
+    assert dataset.train.images.shape[1:] == (3, 32, 32)
+    assert dataset.train.labels.dtype == torch.int64
+    assert set(dataset.train.labels.tolist()) == set(range(10))
+
+
+def test_full_cifar10_has_the_official_sizes(cifar_dir):
+    dataset = data.load_cifar10(cifar_dir)
+    assert (len(dataset.train), len(dataset.test)) == (50_000, 10_000)
+    assert torch.bincount(dataset.test.labels).tolist() == [1000] * 10
+
+
+def _copy(src, tmp_path):
+    target = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(src, target)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    return target
+
+
+def test_a_truncated_batch_is_named_with_the_fix(mini_cifar_dir, tmp_path):
+    root = _copy(mini_cifar_dir, tmp_path)
+    blob = (root / "data_batch_3").read_bytes()
+    (root / "data_batch_3").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match=r"data_batch_3 is corrupt .*cnnconv data fetch cifar10"):
+        data.load_cifar10(root)
+
+
+def test_a_missing_batch_is_named(mini_cifar_dir, tmp_path):
+    root = _copy(mini_cifar_dir, tmp_path)
+    (root / "test_batch").unlink()
+    with pytest.raises(DataError, match="test_batch is missing"):
+        data.load_cifar10(root)
+
+
+def test_wrong_shapes_are_rejected(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    bad = {"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]}
+    for name in (*data.CIFAR10_TRAIN_FILES, "test_batch"):
+        (root / name).write_bytes(pickle.dumps(bad))
+    with pytest.raises(DataError, match="expected uint8 rows of 3072 pixels"):
+        data.load_cifar10(root)
+
+
+def test_search_order_explicit_then_env_then_cache(tmp_path, monkeypatch, mini_cifar_dir):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CNNCONV_DATA", str(mini_cifar_dir.parent))
+    assert data.find_cifar10() == mini_cifar_dir.parent / "cifar-10-batches-py"
+    assert data.find_cifar10(mini_cifar_dir) == mini_cifar_dir
+    monkeypatch.delenv("CNNCONV_DATA")
+    with pytest.raises(DataError, match="CIFAR-10 not found.*cnnconv data fetch cifar10"):
+        data.find_cifar10()
+
+
+def _write_idx(path, array, magic):
+    header = struct.pack(">II", magic, array.shape[0])
+    if array.ndim == 3:
+        header += struct.pack(">II", *array.shape[1:])
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.tobytes())
+
+
+def test_fashion_mnist_idx_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 12), ("test", 5)):
+        images, labels = data.FASHION_FILES[part]
+        _write_idx(tmp_path / images, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), 2051)
+        _write_idx(tmp_path / labels, rng.integers(0, 10, n, dtype=np.uint8), 2049)
+    dataset = data.load_fashion_mnist(data.find_fashion_mnist(tmp_path))
+    assert dataset.train.images.shape == (12, 1, 28, 28) and len(dataset.test) == 5
+    (tmp_path / data.FASHION_FILES["test"][1]).write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is corrupt"):
+        data.load_fashion_mnist(tmp_path)
+
+
+def test_real_fashion_mnist_when_installed():
+    if not (data.FASHION_SYSTEM_DIR / data.FASHION_FILES["test"][0]).exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    dataset = data.load_dataset("fashion-mnist")
+    assert (len(dataset.train), len(dataset.test)) == (60_000, 10_000)
+
+
+def test_synthetic_is_deterministic(tiny):
+    again = data.synthetic(n_train=256, n_test=128)
+    assert torch.equal(tiny.train.images, again.train.images)
+
+
+def _loader(split, seed, **kwargs):
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    return DeviceLoader(split, mean, std, 32, "cpu", torch.float32, seed, **kwargs)
+
+
+def test_same_seed_same_batches_other_seed_other_batches(tiny):
+    first = [x for x, _ in islice(_loader(tiny.train, 1), 10)]
+    again = [x for x, _ in islice(_loader(tiny.train, 1), 10)]
+    other = [x for x, _ in islice(_loader(tiny.train, 2), 10)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_exact_accounting_across_epochs(tiny):
+    loader = _loader(tiny.train, 0)
+    seen = torch.cat([y for _, y in islice(loader, 24)])
+    assert loader.iterations == 24 and loader.samples_seen == 24 * 32
+    assert loader.epochs == 3.0  # 256 samples / 32 = 8 batches per epoch
+    for epoch in range(3):  # each epoch is a permutation of the whole split
+        labels = seen[epoch * 256:(epoch + 1) * 256]
+        assert torch.equal(labels.sort().values, tiny.train.labels.sort().values)
+
+
+def test_crop_and_flip_move_pixels_but_keep_statistics(tiny):
+    plain = next(iter(_loader(tiny.train, 0, augment=False)))[0]
+    augmented = next(iter(_loader(tiny.train, 0)))[0]
+    assert plain.shape == augmented.shape == (32, 3, 32, 32)
+    assert not torch.equal(plain, augmented)
+    # Every augmented image is a shifted (zero-padded) and possibly mirrored original.
+    padded = torch.nn.functional.pad(plain, (4, 4, 4, 4))
+    for i in range(4):
+        hits = [torch.equal(augmented[i], img[:, dy:dy + 32, dx:dx + 32])
+                for img in (padded[i], padded[i].flip(2)) for dy in range(9) for dx in range(9)]
+        assert any(hits)
+
+
+def test_batch_larger_than_split_is_an_error(tiny):
+    with pytest.raises(ValueError, match="exceeds the 256 samples"):
+        DeviceLoader(tiny.train, torch.zeros(3), torch.ones(3), 512, "cpu", torch.float32, 0)

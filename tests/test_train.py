@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from cnnconv.models import build_model
+from cnnconv.train import RunSpec, lr_multipliers, make_optimizer, total_iterations, train
+
+
+def spec(**changes):
+    base = dict(model="resnet18", model_options={"width": 8}, dataset="synthetic",
+                precision="fp32", batch_size=32, iterations=30, lr=0.05, eval_at=(10,))
+    base.update(changes)
+    return RunSpec(**base)
+
+
+def test_training_learns_the_synthetic_set(tiny):
+    result = train(spec(iterations=60), dataset=tiny)
+    assert result.losses.shape == (60,) and result.diverged_at is None
+    assert result.losses[-10:].mean() < 0.5 * result.losses[:5].mean()
+    assert result.eval_iterations == [10, 60]
+    assert result.final_test_accuracy > 0.5
+    assert result.samples_seen == 60 * 32 and result.epochs == pytest.approx(60 / 8)
+    assert result.precision_state["mode"] == "fp32"
+    assert {"torch", "device", "cnnconv"} <= set(result.environment)
+
+
+def test_same_spec_same_seed_is_bitwise_identical_on_cpu(tiny, one_thread):
+    for precision in ("fp32", "tf32", "bf16"):
+        a = train(spec(precision=precision), dataset=tiny)
+        b = train(spec(precision=precision), dataset=tiny)
+        assert np.array_equal(a.losses, b.losses), precision
+    c = train(spec(seed=1), dataset=tiny)
+    assert not np.array_equal(a.losses, c.losses)
+
+
+def test_a_diverging_run_is_a_result_not_a_crash(tiny):
+    result = train(spec(model="lenet5", model_options={}, lr=20.0, momentum=0.0,
+                        iterations=200), dataset=tiny)
+    assert result.diverged_at is not None and result.diverged_at < 50  # stopped early
+    assert np.isfinite(result.losses[: result.diverged_at]).all()
+    assert not np.isfinite(result.losses[result.diverged_at:]).any()
+    assert result.test_accuracy == []
+
+
+@pytest.mark.parametrize("changes", [
+    {"optimizer": "nesterov", "weight_decay": 5e-4, "decay_bias_and_bn": False},
+    {"optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup": 0.2},
+    {"label_smoothing": 0.1, "mixup_alpha": 0.2, "schedule": "step"},
+    {"schedule": "piecewise", "schedule_points": ((0, 0), (0.2, 1), (1, 0)), "augment": "none"},
+    {"precision": "amp_bf16", "augment": "crop_flip_reflect"},
+    {"model": "resnet9", "model_options": {"width": 8}, "epochs": 2, "iterations": None},
+])
+def test_every_option_trains(tiny, changes):
+    result = train(spec(**changes), dataset=tiny)
+    assert result.diverged_at is None and np.isfinite(result.losses).all()
+
+
+def test_schedules():
+    assert np.allclose(lr_multipliers(spec(schedule="constant"), 4), 1)
+    step = lr_multipliers(spec(schedule="step", step_milestones=(0.5,), step_gamma=0.1), 4)
+    assert np.allclose(step, [1, 1, 0.1, 0.1])
+    cosine = lr_multipliers(spec(schedule="cosine"), 4)
+    assert cosine[0] == 1 and np.all(np.diff(cosine) < 0)
+    piece = lr_multipliers(spec(schedule="piecewise", schedule_points=((0, 0), (0.5, 1), (1, 0))), 4)
+    assert np.allclose(piece, [0, 0.5, 1, 0.5])
+    warm = lr_multipliers(spec(warmup=0.5), 4)
+    assert np.allclose(warm, [0.5, 1, 1, 1])
+
+
+def test_no_bias_decay_puts_only_weights_of_rank_two_or_more_under_decay():
+    model = build_model("resnet18", width=8)
+    groups = make_optimizer(spec(weight_decay=1e-4, decay_bias_and_bn=False), model).param_groups
+    assert all(p.ndim > 1 for p in groups[0]["params"]) and groups[0]["weight_decay"] == 1e-4
+    assert all(p.ndim == 1 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0
+
+
+def test_epochs_count_whole_batches():
+    assert total_iterations(spec(iterations=None, epochs=2, batch_size=30), 100) == 6
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"model": "vgg"}, "unknown model 'vgg'; choose one of resnet18, lenet5, resnet9"),
+    ({"precision": "fp8"}, "unknown precision 'fp8'; choose one of fp64"),
+    ({"iterations": None}, "give exactly one of iterations and epochs"),
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"lr": -1.0}, "lr must not be negative"),
+    ({"model_options": {"depth": 3}}, "takes no option depth"),
+    ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"schedule": "piecewise"}, "needs at least two schedule_points"),
+])
+def test_bad_specs_say_what_is_valid(changes, message):
+    with pytest.raises(ValueError, match=message):
+        spec(**changes)
+
+
+def test_spec_key_is_canonical():
+    a = spec(model_options={"width": 8, "cbam": "all"})
+    b = spec(model_options={"cbam": "all", "width": 8})
+    assert a == b and a.key() == b.key() and hash(a) == hash(b)
+    assert RunSpec.from_canonical(a.canonical()) == a
+    assert a.key() != a.replace(seed=1).key()
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(tiny):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(RuntimeError, match="CUDA is not available here; use cpu"):
+        train(spec(device="cuda"), dataset=tiny)
+
+
+def test_real_cifar10_short_run(cifar_dir):
+    result = train(spec(dataset="cifar10", iterations=20, eval_at=()), data_dir=str(cifar_dir))
+    assert np.isfinite(result.losses).all() and 0.05 < result.final_test_accuracy < 0.6
