@@ -10,6 +10,8 @@ import torch
 
 from cnnconv import data
 
+pytest_plugins = ["pytester"]
+
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 

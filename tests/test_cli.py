@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from cnnconv.cli import main
+
+
+def test_models_lists_parameter_counts(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "11,181,642" in out and "62,006" in out and "cbam=all" in out
+
+
+def test_train_prints_a_summary_uses_the_store_and_writes_json(tmp_path, capsys):
+    args = ["train", "--model", "lenet5", "--dataset", "synthetic", "--precision", "fp32",
+            "--batch-size", "32", "--iters", "20", "--store", str(tmp_path / "s"),
+            "--json", str(tmp_path / "run.json")]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert "training lenet5" in first.err and "20 iterations" in first.out
+    assert main(args) == 0
+    assert "cached in" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert len(saved["losses"]) == 20 and saved["spec"]["precision"] == "fp32"
+    assert main(["store", "list", "--store", str(tmp_path / "s")]) == 0
+    assert "1 entries" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--model", "vgg"], "invalid choice: 'vgg' (choose from"),
+    (["train", "--precision", "fp8"], "invalid choice: 'fp8'"),
+    (["train", "-O", "width"], "is not NAME=VALUE"),
+])
+def test_bad_values_exit_non_zero_listing_choices(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_model_option_is_a_clean_error(capsys, tmp_path):
+    code = main(["train", "--dataset", "synthetic", "-O", "depth=3", "--store", str(tmp_path)])
+    assert code == 2
+    assert "takes no option depth; its options are width" in capsys.readouterr().err
+
+
+def test_missing_data_names_the_fix(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("CNNCONV_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code = main(["train", "--iters", "2", "--store", str(tmp_path / "s")])
+    assert code == 2 and "cnnconv data fetch cifar10" in capsys.readouterr().err
+    assert main(["data"]) == 0
+    assert "cifar10        not found" in capsys.readouterr().out
