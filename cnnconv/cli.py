@@ -95,7 +95,7 @@ def summarise(result: RunResult) -> str:
         f"key       {result.spec.key()}",
         f"length    {n} iterations, {result.epochs:.2f} epochs, {result.samples_seen} samples",
         f"loss      first {result.losses[0]:.4f}, mean of last 10% {float(tail.mean()):.4f}",
-        f"test acc  " + ", ".join(f"{a:.4f}@{i}" for i, a in
+        "test acc  " + ", ".join(f"{a:.4f}@{i}" for i, a in
                                   zip(result.eval_iterations, result.test_accuracy)),
         f"time      {result.wall_time:.1f} s ({n / max(result.wall_time, 1e-9):.1f} it/s) "
         f"on {result.environment['device']}",

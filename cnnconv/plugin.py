@@ -69,6 +69,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "claim(id, source, sentence, paper): a test of one claim from CLAIMS.md; "
         "the test returns a cnnconv.stats.Decision")
+    config.addinivalue_line(
+        "markers", "xfail_at_scale(scale, reason): a strict xfail for that scale only -- a "
+        "claim measured not to replicate there")
     scales = [s.strip() for s in config.getoption("--cnnconv-scale").split(",") if s.strip()]
     unknown = sorted(set(scales) - set(SCALES))
     if unknown:
@@ -185,6 +188,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for name in session.scales
     ]
     metafunc.parametrize("scale", params, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Turn ``xfail_at_scale(scale, reason=...)`` into a strict xfail of that scale's item."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        scale = callspec.params.get("scale") if callspec else None
+        for marker in item.iter_markers("xfail_at_scale"):
+            if marker.args and marker.args[0] == scale:
+                item.add_marker(pytest.mark.xfail(strict=True, reason=marker.kwargs["reason"]))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -15,11 +15,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats as sps  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats as sps
 
-from cnnconv.store import RunStore  # noqa: E402
+from cnnconv.store import RunStore
 
 
 def smooth(values: np.ndarray, width: int) -> np.ndarray:

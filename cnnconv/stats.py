@@ -87,7 +87,9 @@ def window_mean(curve: ArrayLike, start: int, stop: int) -> float:
     return float(values.mean())
 
 
-def slope(curve: ArrayLike, start: int, stop: int, confidence: float = 0.9) -> tuple[float, tuple[float, float]]:
+def slope(
+    curve: ArrayLike, start: int, stop: int, confidence: float = 0.9
+) -> tuple[float, tuple[float, float]]:
     """Least-squares slope of the curve over the window, per 1000 iterations, with its CI."""
     values = _window(curve, start, stop)
     fit = sps.linregress(np.arange(start, stop), values)

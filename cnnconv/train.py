@@ -176,9 +176,15 @@ class RunResult:
     samples_seen: int
     epochs: float
     wall_time: float
+    eval_time: float
     diverged_at: int | None
     precision_state: dict[str, Any]
     environment: dict[str, str]
+
+    @property
+    def iterations_per_second(self) -> float:
+        """Training speed, evaluation time excluded."""
+        return len(self.losses) / max(self.wall_time - self.eval_time, 1e-9)
 
     @property
     def final_test_accuracy(self) -> float:
@@ -306,6 +312,7 @@ def train(
     test_accuracy: list[float] = []
     diverged_at = None
     checked = 0
+    eval_time = 0.0
     batches = iter(loader)
     started = time.perf_counter()
     with precision(mode, device) as state:
@@ -343,7 +350,9 @@ def train(
                 if progress is not None:
                     progress(done, iterations, float(losses[done - 1]))
                 if done in eval_points:
+                    eval_started = time.perf_counter()
                     test_accuracy.append(evaluate(model, data.test, mean, std, device, mode))
+                    eval_time += time.perf_counter() - eval_started
                     model.train()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -357,6 +366,7 @@ def train(
         samples_seen=loader.samples_seen,
         epochs=loader.epochs,
         wall_time=wall,
+        eval_time=eval_time,
         diverged_at=diverged_at,
         precision_state=state,
         environment=environment(device),

@@ -1,8 +1,8 @@
 import gzip
-from itertools import islice
 import pickle
 import shutil
 import struct
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -66,7 +66,7 @@ def test_search_order_explicit_then_env_then_cache(tmp_path, monkeypatch, mini_c
     assert data.find_cifar10() == mini_cifar_dir.parent / "cifar-10-batches-py"
     assert data.find_cifar10(mini_cifar_dir) == mini_cifar_dir
     monkeypatch.delenv("CNNCONV_DATA")
-    with pytest.raises(DataError, match="CIFAR-10 not found.*cnnconv data fetch cifar10"):
+    with pytest.raises(DataError, match=r"CIFAR-10 not found.*cnnconv data fetch cifar10"):
         data.find_cifar10()
 
 
@@ -87,7 +87,7 @@ def test_fashion_mnist_idx_round_trip(tmp_path):
     dataset = data.load_fashion_mnist(data.find_fashion_mnist(tmp_path))
     assert dataset.train.images.shape == (12, 1, 28, 28) and len(dataset.test) == 5
     (tmp_path / data.FASHION_FILES["test"][1]).write_bytes(b"not gzip")
-    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is corrupt"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz is corrupt"):
         data.load_fashion_mnist(tmp_path)
 
 

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from cnnconv.models import (
-    CBAM_PLACEMENTS, LADDER_STEPS, MODELS, ResNet, build_model, count_parameters,
+    CBAM_PLACEMENTS,
+    LADDER_STEPS,
+    MODELS,
+    ResNet,
+    build_model,
+    count_parameters,
 )
 
 # torchvision's resnet18 module names, stage by stage (what its state dict is keyed by).
