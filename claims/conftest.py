@@ -77,3 +77,44 @@ def p0_protocol(scale: Scale) -> P0Protocol:
 def p0(scale: Scale) -> P0Protocol:
     """Source P0's protocol at this test's scale."""
     return p0_protocol(scale)
+
+
+@dataclass(frozen=True)
+class P1Protocol:
+    """P1: LeNet-5 fitted to the CIFAR-10 training set with plain SGD, training accuracy.
+
+    The source trains 500 epochs on all 50,000 images (Keras, no augmentation). The paper
+    scale here trains 50 epochs on all images (500 would be months of GPU time at batch 8);
+    the cpu scale fits the first 2,500 training images for 8 epochs. Training accuracy is
+    the running accuracy over an epoch with dropout active, as Keras reports it.
+    """
+
+    scale: Scale
+    base: RunSpec
+    epochs: int
+    batch_sizes: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    learning_rates: tuple[float, ...] = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5)
+
+    def run(self, **changes: object) -> RunSpec:
+        return self.base.replace(**changes)
+
+    def epoch_window(self, spec: RunSpec, epoch: int) -> tuple[int, int]:
+        """Iterations of epoch ``epoch`` (1-based) of a run."""
+        per_epoch = (self.base.train_subset or 50_000) // spec.batch_size
+        return (epoch - 1) * per_epoch, epoch * per_epoch
+
+
+def p1_protocol(scale: Scale) -> P1Protocol:
+    epochs = 50 if scale.is_paper else 8
+    base = RunSpec(
+        model="lenet5", dataset="cifar10", train_subset=None if scale.is_paper else 2500,
+        precision="fp32", batch_size=128, epochs=epochs, optimizer="sgd", lr=0.01,
+        momentum=0.0, augment="none", device=scale.device,
+    )
+    return P1Protocol(scale, base, epochs)
+
+
+@pytest.fixture
+def p1(scale: Scale) -> P1Protocol:
+    """Source P1's protocol at this test's scale."""
+    return p1_protocol(scale)

@@ -14,6 +14,12 @@ SMALL_CHANGE = 0.03  # the source: "the optimisation of the loss is within 3%"
 PAPER_COUNTS = {"none": 11_181_642, "layer1": 11_690_634, "all": 11_776_944}
 
 
+@pytest.mark.xfail_at_scale(
+    "cpu", reason=(
+        'measured (5 seeds): differences of -0.03..-0.04 against margins of '
+        '±0.055..0.065; TOST undecided at n=5, about 31 seeds would settle it'
+    ),
+)
 @pytest.mark.claim(
     "P0-ATT-1", source="P0",
     sentence="CBAM only in layer1 changes convergence by less than 3%.",
@@ -48,6 +54,12 @@ def test_cbam_adds_few_parameters():
     )
 
 
+@pytest.mark.xfail_at_scale(
+    "cpu", reason=(
+        'measured (5 seeds): CBAM in every block raises the mid-window loss by +0.033 '
+        '[+0.0004, +0.066]; at width 8 its channel MLP has 1-4 hidden units (C/16)'
+    ),
+)
 @pytest.mark.claim(
     "P0-ATT-3", source="P0",
     sentence="CBAM in every block lowers the loss in the early and middle phases.",
@@ -63,6 +75,12 @@ def test_cbam_everywhere_lowers_early_and_mid_loss(arms, p0, alpha):
     ])
 
 
+@pytest.mark.xfail_at_scale(
+    "cpu", reason=(
+        'measured (5 seeds): no gap to persist; CBAM everywhere is +0.011 [+0.002, '
+        '+0.021] above the plain network over iterations 250-400 at width 8'
+    ),
+)
 @pytest.mark.claim(
     "P0-ATT-4", source="P0",
     sentence="The gap CBAM in every block opens persists late in training.",

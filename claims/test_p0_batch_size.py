@@ -22,6 +22,13 @@ def batch_arms(arms, p0):
     )
 
 
+@pytest.mark.xfail_at_scale(
+    "cpu", reason=(
+        'measured (5 seeds): over the first 50 iterations batch 16 sits 0.13 [0.08, 0.17]'
+        " above batch 64, outside the 3% margin; at the cpu scale's 1/20 windows the "
+        'first window is still the steep start of training, where batch noise shows'
+    ),
+)
 @pytest.mark.claim(
     "P0-BS-1", source="P0",
     sentence="In the first 1000 iterations, batch sizes 16, 32 and 64 give about the same loss.",

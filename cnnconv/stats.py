@@ -10,8 +10,9 @@ Every decision returns a ``Decision`` with a three-way verdict:
 - ``supported``: the test of the claim rejects its null at ``alpha``;
 - ``refuted``: the data significantly contradict the claim (the opposite one-sided test
   rejects; for an equivalence, the difference is significantly outside the margin);
-- ``inconclusive``: neither; ``seeds_needed`` estimates how many seeds would give 80%
-  power for the effect observed (None where the observed effect points the other way).
+- ``inconclusive``: neither. ``seeds_needed`` (set whatever the verdict) estimates how many
+  seeds give 80% power at level alpha for the effect observed -- None where the observed
+  effect points away from the claim; after a Holm correction it is a lower bound.
 
 Confidence intervals are two-sided at level ``1 - 2*alpha`` (90% at alpha 0.05): the
 interval that agrees with the one-sided tests and with TOST at ``alpha``.
@@ -218,7 +219,7 @@ def greater(
     return Decision(
         verdict, p_claim, mean, ci, n, alpha, test, label,
         effect_name="mean difference" + (f" (margin {margin:g})" if margin else ""),
-        seeds_needed=seeds_needed(size, alpha) if verdict == INCONCLUSIVE else None,
+        seeds_needed=seeds_needed(size, alpha),
     )
 
 
@@ -317,7 +318,7 @@ def equivalent(
     else:
         verdict = INCONCLUSIVE
     needed = None
-    if verdict == INCONCLUSIVE and abs(mean) < bound and se > 0:
+    if abs(mean) < bound and se > 0:
         sd = se * math.sqrt(n) * (1 if (paired or isinstance(y, float)) else 1 / math.sqrt(2))
         needed = seeds_needed((bound - abs(mean)) / sd, alpha)
     return Decision(
@@ -360,8 +361,9 @@ def all_of(decisions: Sequence[Decision], label: str = "", alpha: float | None =
     return Decision(
         verdict, weakest.p_value, weakest.effect, weakest.ci, min(d.n for d in parts), alpha,
         f"Holm over {len(parts)}", label, weakest.effect_name + f" ({weakest.label or 'weakest'})",
-        seeds_needed=(max(d.seeds_needed or 0 for d in parts) or None)
-        if verdict == INCONCLUSIVE else None,
+        seeds_needed=None if any(d.verdict == INCONCLUSIVE and d.seeds_needed is None
+                                 for d in parts)
+        else max((d.seeds_needed or 0 for d in parts), default=0) or None,
         parts=parts,
     )
 
@@ -431,9 +433,32 @@ def interior_maximum(
         verdict, p_values[best], weakest.effect, weakest.ci, weakest.n, alpha,
         f"intersection-union, Bonferroni over {k} interior levels",
         label or f"peak at {names[best + 1]}", weakest.effect_name + f" ({weakest.label})",
-        seeds_needed=weakest.seeds_needed if verdict == INCONCLUSIVE else None,
+        seeds_needed=weakest.seeds_needed,
         parts=(vs_first, vs_last),
     )
+
+
+def most_often(successes: ArrayLike, *, share: float = 0.5, alpha: float = 0.05,
+               label: str = "") -> Decision:
+    """Claim: an outcome happens in more than ``share`` of runs (exact binomial test).
+
+    For yes/no per-seed outcomes ("the run did not converge"). The effect is the observed
+    proportion with a Clopper-Pearson interval.
+    """
+    hits = np.asarray(successes, dtype=bool)
+    n, k = len(hits), int(hits.sum())
+    claim = sps.binomtest(k, n, share, alternative="greater")
+    against = sps.binomtest(k, n, share, alternative="less")
+    interval = claim.proportion_ci(confidence_level=1 - 2 * alpha, method="exact")
+    verdict = _verdict(float(claim.pvalue), float(against.pvalue), alpha)
+    needed = None
+    if k / n > share:
+        needed = next((m for m in range(n, MAX_SEEDS)
+                       if sps.binomtest(round(m * k / n), m, share, alternative="greater").pvalue
+                       < alpha), None)
+    return Decision(verdict, float(claim.pvalue), k / n, (interval.low, interval.high), n, alpha,
+                    "exact binomial, one-sided", label,
+                    effect_name=f"proportion (claimed > {share:g})", seeds_needed=needed)
 
 
 def exact(value: float, holds: bool, *, label: str = "", effect_name: str = "value",
