@@ -24,6 +24,14 @@ def accuracy_in_epoch(arm, p1, epoch):
     return arm.train_accuracy(*p1.epoch_window(arm.spec, epoch))
 
 
+@pytest.mark.xfail_at_scale(
+    "cpu", reason=(
+        'measured (5 seeds): after 8 epochs on 2,500 images accuracy falls monotonically '
+        'with batch size; batch 8 beats every larger batch (bs16 - bs8 = -0.074 [-0.087, '
+        "-0.062]); with few epochs the number of updates dominates, the source's 500 "
+        'epochs are needed for the peak'
+    ),
+)
 @pytest.mark.claim(
     "P1-BS-1", source="P1",
     sentence="With lr 0.01 fixed, training accuracy after equal epochs first rises, then "
@@ -36,6 +44,12 @@ def test_accuracy_is_an_inverted_u_in_batch_size(arms, p1, alpha):
                                   labels=[a.label for a in sweep], alpha=alpha)
 
 
+@pytest.mark.xfail_at_scale(
+    "cpu", reason=(
+        'measured (5 seeds): in epoch 2 batch 8 is ahead of batch 16 by 0.038 [0.022, '
+        '0.054]; no interior peak at this scale'
+    ),
+)
 @pytest.mark.claim(
     "P1-BS-2", source="P1",
     sentence="Early convergence speed also first rises, then falls with batch size.",
@@ -48,6 +62,13 @@ def test_early_convergence_is_an_inverted_u_in_batch_size(arms, p1, alpha):
                                   labels=[a.label for a in sweep], alpha=alpha)
 
 
+@pytest.mark.xfail_at_scale(
+    "cpu", reason=(
+        'measured (5 seeds, 2-core CPU): epoch-time ratio bs8/bs16 = 1.51 [1.29, 1.73]; '
+        'on a CPU the cost of a step grows with its batch even at batch 8, so doubling '
+        'saves less than half'
+    ),
+)
 @pytest.mark.claim(
     "P1-BS-3", source="P1",
     sentence="At small batch sizes, doubling the batch halves the epoch time.",
@@ -75,6 +96,13 @@ def test_accuracy_is_an_inverted_u_in_learning_rate(arms, p1, alpha):
     return stats.interior_maximum(last, labels=[a.label for a in sweep], alpha=alpha)
 
 
+@pytest.mark.xfail_at_scale(
+    "cpu", reason=(
+        'measured (5 seeds): at 8 epochs on 2,500 images 2 of 5 runs at lr 0.5 fail to '
+        'converge and 3 fit the data; the proportion 0.4 [0.11, 1] does not exceed one '
+        'half'
+    ),
+)
 @pytest.mark.claim(
     "P1-LR-2", source="P1",
     sentence="Too large a learning rate (0.5) does not converge at all.",
