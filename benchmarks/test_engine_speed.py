@@ -88,14 +88,17 @@ def cifar(cifar_dir) -> data_mod.Dataset:
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("width", [64, 8], ids=["width64", "width8"])
 @pytest.mark.parametrize("loop", ["plain", "cnnconv"])
-def test_engine_speed_p0_resnet18_batch64(benchmark, cifar, device, loop):
-    """P0's ResNet-18 (full width, torchvision layout), batch 64, tf32 (emulated on CPU)."""
-    steps = STEPS[device]
+def test_engine_speed_p0_resnet18_batch64(benchmark, cifar, device, width, loop):
+    """P0's ResNet-18 (torchvision layout; width 64 as in P0, 8 as at cpu scale), batch 64,
+    tf32 (emulated on CPU)."""
+    steps = STEPS[device] * (64 // width if device == "cpu" else 1)
     measure = plain_loop_speed if loop == "plain" else engine_speed
     speeds = []
-    benchmark.pedantic(lambda: speeds.append(measure(cifar, {}, 64, steps, device, "tf32")),
+    options = {"width": width}
+    benchmark.pedantic(lambda: speeds.append(measure(cifar, options, 64, steps, device, "tf32")),
                        rounds=1 if device == "cpu" else 3, iterations=1)
-    benchmark.extra_info.update(loop=loop, device=device, steps=steps,
+    benchmark.extra_info.update(loop=loop, device=device, width=width, steps=steps,
                                 iterations_per_second=max(speeds))
     assert max(speeds) > 0
