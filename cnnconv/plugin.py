@@ -83,6 +83,10 @@ def pytest_configure(config: pytest.Config) -> None:
         session.baseline = load_baseline(session.baseline_dir, compare)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "cnnconv-session")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        # CPU runs: share the cores between workers instead of oversubscribing them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 class ClaimSession:
