@@ -195,13 +195,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Turn ``xfail_at_scale(scale, reason=...)`` into a strict xfail of that scale's item."""
+    """Turn ``xfail_at_scale(scale, reason=...)`` into a strict xfail of that scale's item.
+
+    Only the claim's own verdict failure counts as the expected failure (``raises``): a
+    missing data set or a crash in a marked claim is still an error.
+    """
     for item in items:
         callspec = getattr(item, "callspec", None)
         scale = callspec.params.get("scale") if callspec else None
         for marker in item.iter_markers("xfail_at_scale"):
             if marker.args and marker.args[0] == scale:
-                item.add_marker(pytest.mark.xfail(strict=True, reason=marker.kwargs["reason"]))
+                item.add_marker(pytest.mark.xfail(
+                    strict=True, reason=marker.kwargs["reason"], raises=pytest.fail.Exception))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

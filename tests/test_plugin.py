@@ -94,6 +94,19 @@ def test_unknown_baseline_and_scale_are_usage_errors(claims_run):
     result.stderr.fnmatch_lines(["*unknown scale huge; choose from cpu, paper*"])
 
 
+def test_xfail_at_scale_does_not_hide_other_errors(pytester):
+    pytester.makepyfile('''
+        import pytest
+        @pytest.mark.xfail_at_scale("cpu", reason="measured: refuted")
+        @pytest.mark.claim("T-CRASH")
+        def test_crashes(scale):
+            raise RuntimeError("data missing")
+    ''')
+    result = pytester.runpytest_subprocess("--cnnconv-scale=cpu")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: data missing*"])
+
+
 def test_a_claim_must_return_a_decision(pytester):
     pytester.makepyfile('''
         import pytest
