@@ -150,7 +150,7 @@ class ClaimSession:
             d = record["decision"]
             effect = f"{d['effect']:+.4g} [{d['ci'][0]:+.3g}, {d['ci'][1]:+.3g}]"
             terminalreporter.write_line(
-                f"{record['id']:<16} {record['scale']:<6} {d['verdict']:<13} "
+                f"{record['id']:<16} {record['scale'] or '-':<6} {d['verdict']:<13} "
                 f"{record['outcome']:<8} {effect:<34} {d['p_value']:>9.3g} {d['n']:>4}")
 
     def pytest_sessionfinish(self) -> None:

@@ -112,7 +112,7 @@ def write_report(records: list[dict[str, Any]], store: RunStore, path: Path) -> 
         d = record["decision"]
         anchor = _anchor(record)
         lines.append(
-            f"| [{record['id']}](#{anchor}) | {record['scale']} | **{d['verdict']}** | "
+            f"| [{record['id']}](#{anchor}) | {record['scale'] or '-'} | **{d['verdict']}** | "
             f"{record.get('outcome', '')} | {d['effect']:+.4g} [{d['ci'][0]:+.3g}, "
             f"{d['ci'][1]:+.3g}] | {d['p_value']:.3g} | {d['n']} |")
     for record in records:
