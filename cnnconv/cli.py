@@ -77,7 +77,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     claims.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
     claims.add_argument("--report", type=Path, default=Path("report"))
-    claims.add_argument("pytest_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -185,7 +184,7 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
-def _claims(args: argparse.Namespace) -> int:
+def _claims(args: argparse.Namespace, pytest_args_extra: list[str]) -> int:
     import pytest
 
     args.report.mkdir(parents=True, exist_ok=True)
@@ -193,14 +192,17 @@ def _claims(args: argparse.Namespace) -> int:
     target = here if here.is_dir() else Path("claims")
     pytest_args = [str(target), f"--cnnconv-scale={args.scale}",
                    f"--cnnconv-report={args.report / 'README.md'}",
-                   f"--cnnconv-json={args.report / 'verdicts.json'}", *args.pytest_args]
+                   f"--cnnconv-json={args.report / 'verdicts.json'}", *pytest_args_extra]
     code = pytest.main(pytest_args)
     print(f"report: {args.report / 'README.md'}")
     return int(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "claims":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "train":
             return _train(args)
@@ -210,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _data(args)
         if args.command == "store":
             return _store(args)
-        return _claims(args)
+        return _claims(args, extra)
     except (ValueError, data_mod.DataError, RuntimeError) as error:
         print(f"cnnconv: error: {error}", file=sys.stderr)
         return 2

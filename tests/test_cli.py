@@ -50,3 +50,19 @@ def test_missing_data_names_the_fix(capsys, tmp_path, monkeypatch):
     assert code == 2 and "cnnconv data fetch cifar10" in capsys.readouterr().err
     assert main(["data"]) == 0
     assert "cifar10        not found" in capsys.readouterr().out
+
+
+def test_claims_passes_extra_arguments_to_pytest(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr("pytest.main", lambda args: seen.append(args) or 0)
+    assert main(["claims", "--report", str(tmp_path / "r"), "-q", "-k", "P0-PREC", "-x"]) == 0
+    args = seen[0]
+    assert args[0].endswith("claims") and "--cnnconv-scale=cpu" in args
+    assert args[-4:] == ["-q", "-k", "P0-PREC", "-x"]
+    assert f"--cnnconv-report={tmp_path / 'r' / 'README.md'}" in args
+
+
+def test_other_commands_reject_unknown_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["models", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
