@@ -23,13 +23,17 @@ from cnnconv.store import RunStore
 
 
 def smooth(values: np.ndarray, width: int) -> np.ndarray:
-    """Moving average along the last axis (``width`` points, edges padded)."""
+    """Centred moving average along the last axis, ``width`` points wide.
+
+    Near the ends it averages the points that exist (no padding), so one noisy last
+    sample cannot drag the end of a curve.
+    """
     if width <= 1:
         return values
-    kernel = np.ones(width) / width
-    pad = [(0, 0)] * (values.ndim - 1) + [(width // 2, width - 1 - width // 2)]
-    padded = np.pad(values, pad, mode="edge")
-    return np.apply_along_axis(lambda row: np.convolve(row, kernel, mode="valid"), -1, padded)
+    kernel = np.ones(width)
+    counts = np.convolve(np.ones(values.shape[-1]), kernel, mode="same")
+    sums = np.apply_along_axis(lambda row: np.convolve(row, kernel, mode="same"), -1, values)
+    return sums / counts
 
 
 def mean_band(curves: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -43,9 +47,16 @@ def mean_band(curves: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray,
 
 
 def plot_claim(record: dict[str, Any], store: RunStore, path: Path) -> bool:
-    """Draw one claim's figure; False when none of its runs could be loaded."""
+    """Draw one claim's figure; False when none of its runs could be loaded.
+
+    Runs whose length is given in epochs (P1's sweeps) are drawn against epochs, so arms
+    of different batch sizes line up where the claim compares them; others against
+    iterations.
+    """
+    by_epoch = all(arm["spec"].get("epochs") for arm in record["arms"])
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
     drawn = False
+    shaded: set[tuple[float, float]] = set()
     for arm in record["arms"]:
         runs = [store.load_key(key) for key in arm["keys"]]
         curves = [r.losses for r in runs if r is not None]
@@ -53,18 +64,18 @@ def plot_claim(record: dict[str, Any], store: RunStore, path: Path) -> bool:
             continue
         length = min(len(c) for c in curves)
         stack = np.stack([c[:length] for c in curves]).astype(np.float64)
-        stack = smooth(stack, max(1, length // 60))
-        mean, half = mean_band(stack)
-        steps = np.arange(length)
+        mean, half = mean_band(smooth(stack, max(1, length // 60)))
+        unit = arm["spec"]["epochs"] / length if by_epoch else 1.0
+        steps = np.arange(length) * unit
         (line,) = ax.plot(steps, mean, lw=1.4, label=f"{arm['label']} (n={len(curves)})")
         ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
+        shaded |= {(start * unit, stop * unit) for start, stop in arm["windows"]}
         drawn = True
-    windows = sorted({tuple(w) for arm in record["arms"] for w in arm["windows"]})
-    for index, (start, stop) in enumerate(windows):
+    for index, (start, stop) in enumerate(sorted(shaded)):
         ax.axvspan(start, stop, color="grey", alpha=0.08 + 0.05 * (index % 2), lw=0)
     verdict = record["decision"]["verdict"]
     ax.set_title(f"{record['id']} ({record['scale']} scale): {verdict}", fontsize=11)
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("epoch" if by_epoch else "iteration")
     ax.set_ylabel("training loss (mean over seeds, 95% CI)")
     if drawn:
         ax.legend(fontsize=8)

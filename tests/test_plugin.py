@@ -144,3 +144,15 @@ def test_worker_device_assignment():
     assert worker_device(None, 4) == "cuda"
     assert worker_device("gw5", 4) == "cuda:1"
     assert worker_device("gw0", 1) == "cuda"
+
+
+def test_report_smoothing_keeps_ends_honest():
+    import numpy as np
+
+    from cnnconv.report import smooth
+
+    curve = np.r_[np.ones(99), 0.0]  # one low last sample
+    smoothed = smooth(curve[None], 20)[0]
+    assert smoothed.shape == (100,)
+    assert smoothed[-1] == pytest.approx(10 / 11)  # the mean of the 11 points in reach
+    assert np.allclose(smoothed[:80], 1.0)
