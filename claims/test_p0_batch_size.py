@@ -36,14 +36,11 @@ def batch_arms(arms, p0):
 )
 def test_first_iterations_alike_across_batch_sizes(arms, p0, alpha):
     b64, b32, b16 = batch_arms(arms, p0)
-    w = p0.first
+    first = {arm.label: arm.window_mean(*p0.first) for arm in (b64, b32, b16)}
     return stats.all_of([
-        stats.equivalent(b16.window_mean(*w), b32.window_mean(*w), margin=SAME_LOSS,
-                         relative=True, alpha=alpha, label="b16 ~ b32"),
-        stats.equivalent(b32.window_mean(*w), b64.window_mean(*w), margin=SAME_LOSS,
-                         relative=True, alpha=alpha, label="b32 ~ b64"),
-        stats.equivalent(b16.window_mean(*w), b64.window_mean(*w), margin=SAME_LOSS,
-                         relative=True, alpha=alpha, label="b16 ~ b64"),
+        stats.equivalent(first[a], first[b], margin=SAME_LOSS, relative=True, alpha=alpha,
+                         label=f"{a} ~ {b}")
+        for a, b in (("b16", "b32"), ("b32", "b64"), ("b16", "b64"))
     ])
 
 

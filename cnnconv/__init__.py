@@ -10,6 +10,7 @@ The package is small modules with one job each:
 - ``stats``: per-run summaries and decisions across seeds
 - ``claims``: what a claim test asks for (arms of seeds)
 - ``plugin``: the pytest plugin; ``report``: the Markdown report; ``cli``: ``cnnconv``
+- ``choices``: the one "unknown name; choose one of ..." error
 """
 
 __version__ = "0.1.0"

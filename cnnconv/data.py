@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cnnconv.choices import check_choice
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_DIR = "cifar-10-batches-py"
@@ -247,9 +249,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         return _load_cached(name, str(find_cifar10(data_dir).resolve()))
     if name == "fashion-mnist":
         return _load_cached(name, str(find_fashion_mnist(data_dir).resolve()))
-    if name == "synthetic":
-        return synthetic()
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    check_choice("dataset", name, DATASETS)
+    return synthetic()
 
 
 def fetch_cifar10(dest: Path | None = None) -> Path:

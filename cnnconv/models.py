@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from cnnconv.choices import check_choice
+
 CBAM_PLACEMENTS = ("none", "layer1", "all")
 STEMS = ("imagenet", "cifar")
 
@@ -109,8 +111,8 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        _check_choice("stem", stem, STEMS)
-        _check_choice("cbam", cbam, CBAM_PLACEMENTS)
+        check_choice("stem", stem, STEMS)
+        check_choice("cbam", cbam, CBAM_PLACEMENTS)
         self.inplanes = width
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
@@ -251,7 +253,7 @@ def resnet9_family(
     - ``global_maxpool``: global max pool, and the final layer twice as wide;
     - ``final``: BN weights fixed at 1 and the classifier output scaled by 0.125.
     """
-    _check_choice("step", step, LADDER_STEPS)
+    check_choice("step", step, LADDER_STEPS)
     rung = LADDER_STEPS.index(step)
     widths = [width, width * 2, width * 4, width * 8]
     if rung < LADDER_STEPS.index("global_maxpool"):
@@ -323,8 +325,7 @@ def build_model(
     **options: object,
 ) -> nn.Module:
     """Build a registered model; unknown names and options raise with the valid choices."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    check_choice("model", name, sorted(MODELS))
     info = MODELS[name]
     unknown = sorted(set(options) - set(info.options))
     if unknown:
@@ -340,8 +341,3 @@ def build_model(
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters, the count source P0 prints (buffers excluded)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")

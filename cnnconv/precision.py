@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from cnnconv.choices import check_choice
+
 
 @dataclass(frozen=True)
 class PrecisionMode:
@@ -83,8 +85,7 @@ MODES: dict[str, PrecisionMode] = {
 
 def get_mode(name: str) -> PrecisionMode:
     """Look a mode up by name; an unknown name raises with the valid choices."""
-    if name not in MODES:
-        raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(MODES)}")
+    check_choice("precision", name, MODES)
     return MODES[name]
 
 

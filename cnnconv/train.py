@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnconv import data as data_mod
+from cnnconv.choices import check_choice
 from cnnconv.models import MODELS, build_model
 from cnnconv.precision import MODES, get_mode, precision
 
@@ -90,22 +91,18 @@ class RunSpec:
         self._validate()
 
     def _validate(self) -> None:
-        def choose(what: str, value: str, choices: object) -> None:
-            if value not in choices:  # type: ignore[operator]
-                raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")  # type: ignore[arg-type]
-
-        choose("model", self.model, MODELS)
+        check_choice("model", self.model, MODELS)
         unknown = sorted(set(self.model_options) - set(MODELS[self.model].options))
         if unknown:
             raise ValueError(
                 f"model {self.model!r} takes no option {', '.join(unknown)}; "
                 f"its options are {', '.join(MODELS[self.model].options)}"
             )
-        choose("dataset", self.dataset, data_mod.DATASETS)
-        choose("precision", self.precision, MODES)
-        choose("optimizer", self.optimizer, OPTIMIZERS)
-        choose("schedule", self.schedule, SCHEDULES)
-        choose("augment", self.augment, AUGMENTATIONS)
+        check_choice("dataset", self.dataset, data_mod.DATASETS)
+        check_choice("precision", self.precision, MODES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("augment", self.augment, AUGMENTATIONS)
         if (self.iterations is None) == (self.epochs is None):
             raise ValueError("give exactly one of iterations and epochs")
         if self.iterations is not None and self.iterations < 1:
