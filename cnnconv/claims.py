@@ -1,8 +1,9 @@
 """What a claim test asks for: arms, each one spec trained over the session's seeds.
 
-A claim compares arms. ``Arms.get(fp64=spec_a, tf32=spec_b)`` trains (or loads from the
+A claim compares arms. ``arms(fp64=spec_a, tf32=spec_b)`` trains (or loads from the
 run store) every arm with the same seeds -- common random numbers, so per-seed summaries
-can be paired -- and returns ``Arm`` objects whose methods give one number per seed::
+can be paired -- the seeds of an arm as one vectorised computation, and returns ``Arm``
+objects whose methods give one number per seed::
 
     fp64, tf32 = arms(fp64=p0.run(precision="fp64"), tf32=p0.run(precision="tf32"))
     return stats.equivalent(fp64.window_mean(200, 1500), tf32.window_mean(200, 1500),
@@ -114,7 +115,7 @@ class Arm:
 class Arms:
     """Hands out arms for one claim test, all over the same seeds."""
 
-    def __init__(self, fetch: Callable[[RunSpec], RunResult], seeds: int) -> None:
+    def __init__(self, fetch: Callable[[list[RunSpec]], list[RunResult]], seeds: int) -> None:
         self._fetch = fetch
         self.seeds = seeds
         self.requested: list[Arm] = []
@@ -128,7 +129,7 @@ class Arms:
         for label, spec in specs.items():
             if not isinstance(spec, RunSpec):
                 raise TypeError(f"arm {label!r} must be a RunSpec, got {type(spec).__name__}")
-            runs = [self._fetch(spec.replace(seed=seed)) for seed in range(count)]
+            runs = self._fetch([spec.replace(seed=seed) for seed in range(count)])
             arms.append(Arm(label, spec.replace(seed=0), runs))
         self.requested.extend(arms)
         return arms

@@ -12,8 +12,9 @@ from pathlib import Path
 from cnnconv import data as data_mod
 from cnnconv.models import MODELS, build_model, count_parameters
 from cnnconv.precision import MODES
+from cnnconv.seeds import OPTIMIZERS
 from cnnconv.store import RunStore, default_store_dir
-from cnnconv.train import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, RunResult, RunSpec, train
+from cnnconv.train import SCHEDULES, RunResult, RunSpec, train_seeds
 
 
 def _model_option(text: str) -> tuple[str, object]:
@@ -30,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnconv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("train", help="train one run (cached in the run store)")
+    run = commands.add_parser("train", help="train a run, or several seeds of it (cached in the run store)")
     run.add_argument("--model", default="resnet18", choices=sorted(MODELS))
     run.add_argument("--model-option", "-O", action="append", type=_model_option, default=[],
                      metavar="NAME=VALUE", help="e.g. -O width=16 -O cbam=layer1")
@@ -48,9 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup", type=float, default=0.0, help="fraction of the run")
     run.add_argument("--label-smoothing", type=float, default=0.0)
     run.add_argument("--mixup-alpha", type=float, default=0.0)
-    run.add_argument("--augment", default="crop_flip", choices=AUGMENTATIONS)
+    run.add_argument("--augment", default="crop_flip", choices=list(data_mod.AUGMENTATIONS))
     run.add_argument("--train-subset", type=int)
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seeds", type=int, default=1,
+                     help="train seeds SEED..SEED+N-1 as one vectorised computation")
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     run.add_argument("--data-dir")
     run.add_argument("--store", type=Path, help=f"run store (default {default_store_dir()})")
@@ -97,7 +100,7 @@ def summarise(result: RunResult) -> str:
         "test acc  " + ", ".join(f"{a:.4f}@{i}" for i, a in
                                   zip(result.eval_iterations, result.test_accuracy)),
         f"time      {result.wall_time:.1f} s ({n / max(result.wall_time, 1e-9):.1f} it/s) "
-        f"on {result.environment['device']}",
+        f"on {result.environment['device']}, {result.environment.get('stack', '1')} seed(s) stacked",
         f"precision {result.precision_state}",
     ]
     if result.diverged_at is not None:
@@ -109,6 +112,8 @@ def _train(args: argparse.Namespace) -> int:
     options = dict(args.model_option)
     if args.iterations is None and args.epochs is None:
         args.iterations = 1000
+    if args.seeds < 1:
+        raise SystemExit(f"cnnconv train: --seeds must be at least 1, got {args.seeds}")
     spec = RunSpec(
         model=args.model, model_options=options, dataset=args.dataset,
         train_subset=args.train_subset, precision=args.precision, batch_size=args.batch_size,
@@ -117,28 +122,28 @@ def _train(args: argparse.Namespace) -> int:
         warmup=args.warmup, label_smoothing=args.label_smoothing,
         mixup_alpha=args.mixup_alpha, augment=args.augment, seed=args.seed, device=args.device,
     )
+    specs = [spec.replace(seed=seed) for seed in range(args.seed, args.seed + args.seeds)]
     store = RunStore(args.store)
-    cached = None if args.fresh else store.get(spec)
-    if cached is None:
-        print(f"training {spec.label()}", file=sys.stderr)
-        show = _progress if sys.stderr.isatty() else None
-        result = store.get_or_train(
-            spec, lambda s: train(s, data_dir=args.data_dir, progress=show), fresh=args.fresh
-        )
-        if show:
-            sys.stderr.write("\n")
-    else:
-        result = cached
+    cached = [] if args.fresh else [s for s in specs if store.get(s) is not None]
+    if len(cached) < len(specs):
+        print(f"training {len(specs) - len(cached)} seed(s) of "
+              f"{spec.label().rsplit(' seed', 1)[0]}", file=sys.stderr)
+    show = _progress if sys.stderr.isatty() else None
+    results = store.get_or_train_many(
+        specs, lambda todo: train_seeds(todo, data_dir=args.data_dir, progress=show), args.fresh)
+    if show and len(cached) < len(specs):
+        sys.stderr.write("\n")
+    for spec in cached:
         print(f"cached in {store.path(spec)}", file=sys.stderr)
-    print(summarise(result))
+    print("\n\n".join(summarise(result) for result in results))
     if args.json_out:
-        args.json_out.write_text(json.dumps({
-            "spec": spec.canonical(), "key": spec.key(), "losses": result.losses.tolist(),
-            "eval_iterations": result.eval_iterations, "test_accuracy": result.test_accuracy,
-            "samples_seen": result.samples_seen, "wall_time": result.wall_time,
-            "diverged_at": result.diverged_at, "precision_state": result.precision_state,
-            "environment": result.environment,
-        }, indent=1))
+        args.json_out.write_text(json.dumps([{
+            "spec": r.spec.canonical(), "key": r.spec.key(), "losses": r.losses.tolist(),
+            "eval_iterations": r.eval_iterations, "test_accuracy": r.test_accuracy,
+            "samples_seen": r.samples_seen, "wall_time": r.wall_time,
+            "diverged_at": r.diverged_at, "precision_state": r.precision_state,
+            "environment": r.environment,
+        } for r in results], indent=1))
     return 0
 
 

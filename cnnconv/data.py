@@ -7,9 +7,9 @@ torchvision's layout); batches may hold any number of rows. Fashion-MNIST is rea
 four IDX ``.gz`` files, also from Debian's ``dataset-fashion-mnist`` location.
 
 The loader keeps each split as one uint8 tensor on the device. Every batch is gathered,
-normalised, cropped and flipped there; the shuffle and augmentation draw from a generator
-seeded by the run's seed, so two runs with the same seed see the same images in the same
-order with the same crops (common random numbers across the arms of a claim).
+normalised, cropped and flipped there, for N seeds at once; the shuffle and augmentation
+draw from a generator per seed, so two runs with the same seed see the same images in the
+same order with the same crops (common random numbers across the arms of a claim).
 """
 
 from __future__ import annotations
@@ -278,12 +278,41 @@ def fetch_cifar10(dest: Path | None = None) -> Path:
     return target
 
 
-class DeviceLoader:
-    """Batches drawn on the device from a split kept there as one uint8 tensor.
+@dataclass(frozen=True)
+class Augmentation:
+    """Per-sample training augmentation: pad-4 random crop and flip, optional cutout."""
 
-    Each epoch is a fresh permutation; a partial last batch is dropped, so every batch has
-    ``batch_size`` samples and ``samples_seen == iterations * batch_size`` exactly.
-    ``augment`` gives each sample its own random crop (pad 4) and horizontal flip.
+    crop_and_flip: bool
+    pad_mode: str = "constant"
+    cutout: int = 0  # side of a zeroed square (in normalised pixels), 0 for none
+
+
+AUGMENTATIONS = {
+    "none": Augmentation(False),
+    "crop_flip": Augmentation(True),
+    "crop_flip_reflect": Augmentation(True, "reflect"),
+    "crop_flip_reflect_cutout": Augmentation(True, "reflect", cutout=8),  # cifar10-fast (P2)
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's batches for N seeds: images ``[N, B, C, H, W]``, labels ``[N, B]``, and
+    (for mixup) each sample's partner in its batch, ``[N, B]``."""
+
+    images: Tensor
+    labels: Tensor
+    partners: Tensor | None = None
+
+
+class DeviceLoader:
+    """Batches for N seeds at once, drawn on the device from a split kept there as uint8.
+
+    Each seed has its own generator (seeded by that seed) and draws, once per epoch, a
+    permutation of the split and every sample's crop offset, flip, cutout corner and mixup
+    partner. So a seed sees the same data whichever seeds it is stacked with, and each step
+    gathers and augments all seeds' batches in a few kernels. A partial last batch is
+    dropped, so ``samples_seen == iterations * batch_size`` per seed exactly.
     """
 
     def __init__(
@@ -294,21 +323,22 @@ class DeviceLoader:
         batch_size: int,
         device: torch.device | str,
         dtype: torch.dtype,
-        seed: int,
-        augment: bool = True,
-        pad_mode: str = "constant",
+        seeds: list[int] | tuple[int, ...],
+        augment: str = "crop_flip",
+        partners: bool = False,
     ) -> None:
         if batch_size > len(split):
             raise ValueError(f"batch size {batch_size} exceeds the {len(split)} samples of the split")
+        check_choice("augment", augment, AUGMENTATIONS)
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
         self.shift, self.scale = _normaliser(mean, std, self.device, dtype)
         self.batch_size = batch_size
         self.dtype = dtype
-        self.augment = augment
-        self.pad_mode = pad_mode
-        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.augmentation = AUGMENTATIONS[augment]
+        self.partners = partners
+        self.generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
         self.batches_per_epoch = len(split) // batch_size
         self.iterations = 0
 
@@ -320,29 +350,62 @@ class DeviceLoader:
     def epochs(self) -> float:
         return self.iterations / self.batches_per_epoch
 
-    def _crop_and_flip(self, x: Tensor) -> Tensor:
-        n, _, h, w = x.shape
-        padded = F.pad(x, (4, 4, 4, 4), mode=self.pad_mode)
-        offsets = torch.randint(0, 9, (2, n), generator=self.generator, device=self.device)
-        rows = (offsets[0, :, None] + torch.arange(h, device=self.device))[:, None, :, None]
-        cols = (offsets[1, :, None] + torch.arange(w, device=self.device))[:, None, None, :]
-        batch = torch.arange(n, device=self.device)[:, None, None, None]
-        channel = torch.arange(x.shape[1], device=self.device)[None, :, None, None]
-        cropped = padded[batch, channel, rows, cols]
-        flip = torch.rand(n, generator=self.generator, device=self.device) < 0.5
-        return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+    def _draw_epoch(self) -> dict[str, Tensor]:
+        """Every random choice of one epoch, per seed, stacked: ``[N, ...]`` each."""
+        n, (_, h, w) = len(self.labels), self.images.shape[1:]
+        aug, draws = self.augmentation, {}
+        for generator in self.generators:
+            def draw(name: str, value: Tensor) -> None:
+                draws.setdefault(name, []).append(value)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+            kwargs = {"generator": generator, "device": self.device}
+            draw("order", torch.randperm(n, **kwargs))
+            if aug.crop_and_flip:
+                draw("offsets", torch.randint(0, 9, (2, n), **kwargs))
+                draw("flips", torch.rand(n, **kwargs) < 0.5)
+            if aug.cutout:
+                draw("corners", torch.randint(0, min(h, w) - aug.cutout + 1, (2, n), **kwargs))
+            if self.partners:
+                draw("partners", torch.rand(self.batches_per_epoch, self.batch_size, **kwargs)
+                     .argsort(dim=1))
+        return {name: torch.stack(values) for name, values in draws.items()}
+
+    def _augment(self, x: Tensor, draws: dict[str, Tensor], part: slice) -> Tensor:
+        seeds, batch, c, h, w = x.shape
+        aug = self.augmentation
+        x = x.flatten(0, 1)
+        rows = torch.arange(h, device=self.device)
+        cols = torch.arange(w, device=self.device)
+        if aug.crop_and_flip:
+            offsets = draws["offsets"][:, :, part].transpose(0, 1).flatten(1)  # [2, N*B]
+            padded = F.pad(x, (4, 4, 4, 4), mode=aug.pad_mode)
+            sample = torch.arange(x.shape[0], device=self.device)[:, None, None, None]
+            channel = torch.arange(c, device=self.device)[None, :, None, None]
+            x = padded[sample, channel, (offsets[0, :, None] + rows)[:, None, :, None],
+                       (offsets[1, :, None] + cols)[:, None, None, :]]
+            flips = draws["flips"][:, part].flatten()
+            x = torch.where(flips[:, None, None, None], x.flip(3), x)
+        if aug.cutout:
+            corners = draws["corners"][:, :, part].transpose(0, 1).flatten(1)
+            inside_rows = (rows >= corners[0, :, None]) & (rows < corners[0, :, None] + aug.cutout)
+            inside_cols = (cols >= corners[1, :, None]) & (cols < corners[1, :, None] + aug.cutout)
+            hole = inside_rows[:, None, :, None] & inside_cols[:, None, None, :]
+            x = x.masked_fill(hole, 0)
+        return x.view(seeds, batch, c, h, w)
+
+    def __iter__(self) -> Iterator[Batch]:
         """Endless batches; stop by iteration count in the caller."""
         while True:
-            order = torch.randperm(len(self.labels), generator=self.generator, device=self.device)
-            for start in range(0, self.batches_per_epoch * self.batch_size, self.batch_size):
-                index = order[start:start + self.batch_size]
+            draws = self._draw_epoch()
+            for step in range(self.batches_per_epoch):
+                part = slice(step * self.batch_size, (step + 1) * self.batch_size)
+                index = draws["order"][:, part]
                 x = (self.images[index].to(self.dtype) - self.shift) * self.scale
-                if self.augment:
-                    x = self._crop_and_flip(x)
+                if self.augmentation != AUGMENTATIONS["none"]:
+                    x = self._augment(x, draws, part)
                 self.iterations += 1
-                yield x, self.labels[index]
+                partners = draws["partners"][:, step] if self.partners else None
+                yield Batch(x, self.labels[index], partners)
 
 
 def evaluation_batches(

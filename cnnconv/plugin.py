@@ -28,7 +28,7 @@ from cnnconv import stats
 from cnnconv.claims import SCALES, Arms, Scale
 from cnnconv.data import DataError
 from cnnconv.store import RunStore, default_store_dir
-from cnnconv.train import RunResult, RunSpec, train
+from cnnconv.train import RunResult, RunSpec, train, train_seeds
 
 ARMS_KEY = pytest.StashKey[Arms]()
 SESSION_KEY = pytest.StashKey["ClaimSession"]()
@@ -50,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fail, instead of skip, claims whose data set is missing")
     group.addoption("--cnnconv-store", metavar="DIR", type=Path,
                     help=f"run store directory (default $CNNCONV_STORE or {default_store_dir()})")
+    group.addoption("--cnnconv-stack", type=int, default=0, metavar="N",
+                    help="train at most N seeds of an arm as one vectorised computation "
+                         "(default: all of them; 1 trains seed by seed)")
     group.addoption("--cnnconv-fresh", action="store_true",
                     help="retrain runs even when the store has them")
     group.addoption("--cnnconv-report", metavar="PATH", type=Path,
@@ -112,15 +115,25 @@ class ClaimSession:
     def is_worker(self) -> bool:
         return hasattr(self.config, "workerinput")
 
-    def fetch(self, spec: RunSpec) -> RunResult:
+    def fetch(self, specs: list[RunSpec]) -> list[RunResult]:
+        """Runs from the store, the missing ones trained ``--cnnconv-stack`` seeds at a time."""
         data_dir = self.config.getoption("--cnnconv-data")
         fresh = self.config.getoption("--cnnconv-fresh")
+        size = self.config.getoption("--cnnconv-stack") or len(specs)
+
+        def teacher_weights(spec: RunSpec) -> Any:
+            return self.store.get_or_train(spec, lambda s: train(s, data_dir=data_dir)).weights
+
+        def compute(todo: list[RunSpec]) -> list[RunResult]:
+            return train_seeds(todo, data_dir=data_dir, teacher_weights=teacher_weights)
+
         try:
-            return self.store.get_or_train(spec, lambda s: train(s, data_dir=data_dir), fresh=fresh)
+            return [run for start in range(0, len(specs), size)
+                    for run in self.store.get_or_train_many(specs[start:start + size], compute, fresh)]
         except DataError as error:
             if self.config.getoption("--cnnconv-require-data"):
                 raise
-            pytest.skip(f"data set {spec.dataset!r} not available: {error}")
+            pytest.skip(f"data set {specs[0].dataset!r} not available: {error}")
 
 
     # -- hooks of the registered session object ---------------------------------------

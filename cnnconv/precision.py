@@ -52,10 +52,14 @@ class PrecisionMode:
         return self.autocast_dtype == torch.float16
 
     def autocast(self, device_type: str) -> contextlib.AbstractContextManager[None]:
-        """Autocast context for the forward pass (a no-op for the non-autocast modes)."""
+        """Autocast context for the forward pass (a no-op for the non-autocast modes).
+
+        The cast cache is off: CUDA graph capture requires it, and a graph replay would
+        otherwise reuse casts of last step's weights.
+        """
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type, dtype=self.autocast_dtype)
+        return torch.autocast(device_type, dtype=self.autocast_dtype, cache_enabled=False)
 
 
 MODES: dict[str, PrecisionMode] = {
@@ -113,72 +117,86 @@ def round_to_tf32(x: Tensor) -> Tensor:
     return out.bitwise_and_(keep).view(torch.float32)
 
 
-def _normalise_padding(padding: object, weight: Tensor, dilation: object) -> object:
-    if padding == "valid":
-        return 0
-    if padding == "same":
-        dil = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
-        sizes = weight.shape[2:]
-        if any((d * (k - 1)) % 2 for d, k in zip(dil, sizes)):
-            raise NotImplementedError("TF32 emulation supports padding='same' for odd kernels only")
-        return tuple(d * (k - 1) // 2 for d, k in zip(dil, sizes))
-    return padding
+class _RoundOperand(torch.autograd.Function):
+    """Forward: round to TF32. Backward: pass the gradient through unchanged.
 
-
-def _pair(value: object) -> list[int]:
-    return [value, value] if isinstance(value, int) else list(value)  # type: ignore[list-item]
-
-
-class _TF32Conv2d(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
-        xr, wr = round_to_tf32(x), round_to_tf32(weight)
-        ctx.save_for_backward(xr, wr)
-        ctx.conf = (_pair(stride), _pair(padding), _pair(dilation), groups, bias is not None)
-        return F.conv2d(xr, wr, bias, stride, padding, dilation, groups)
+    The product that consumes the rounded operand computes its gradient with respect to
+    the rounded value, which is what a tensor core's backward returns for the original.
+    """
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        xr, wr = ctx.saved_tensors
-        stride, padding, dilation, groups, has_bias = ctx.conf
-        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            round_to_tf32(grad_out), xr, wr, None, stride, padding, dilation,
-            False, [0, 0], groups, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False],
-        )
-        grad_b = grad_out.sum((0, 2, 3)) if has_bias else None
-        return grad_x, grad_w, grad_b, None, None, None, None
-
-
-class _TF32Linear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias):  # type: ignore[override]
-        xr, wr = round_to_tf32(x), round_to_tf32(weight)
-        ctx.save_for_backward(xr, wr)
-        ctx.has_bias = bias is not None
-        return F.linear(xr, wr, bias)
+    def forward(x: Tensor) -> Tensor:  # type: ignore[override]
+        return round_to_tf32(x)
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        xr, wr = ctx.saved_tensors
-        gr = round_to_tf32(grad_out)
-        grad_x = gr @ wr
-        grad_w = gr.reshape(-1, gr.shape[-1]).T @ xr.reshape(-1, xr.shape[-1])
-        grad_b = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if ctx.has_bias else None
-        return grad_x, grad_w, grad_b
+    def vmap(info, in_dims, x):  # type: ignore[override]
+        return _RoundOperand.apply(x), in_dims[0]  # elementwise: the batch dim stays put
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad
+
+
+class _RoundGradient(torch.autograd.Function):
+    """Forward: identity. Backward: round the incoming gradient to TF32.
+
+    Placed on a product's output, it makes both backward products (grad x weight and
+    grad x input) read a TF32 gradient, as on the hardware.
+    """
+
+    @staticmethod
+    def forward(y: Tensor) -> Tensor:  # type: ignore[override]
+        return y.view_as(y)
+
+    @staticmethod
+    def vmap(info, in_dims, y):  # type: ignore[override]
+        return _RoundGradient.apply(y), in_dims[0]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return round_to_tf32(grad)
+
+
+def _tf32_product(product, x: Tensor, weight: Tensor, bias: Tensor | None, *args: object) -> Tensor:
+    """``product(x, weight, bias, *args)`` with TF32 operands in forward and backward.
+
+    The bias takes part in the forward call (so the result is bit-identical to the fp32
+    op on rounded operands) but not in the gradient rounding: adding ``bias - bias`` (an
+    exact zero) routes the bias gradient around it, unrounded, as the hardware's bias
+    reduction is an fp32 sum.
+    """
+    detached = None if bias is None else bias.detach()
+    out = _RoundGradient.apply(product(_RoundOperand.apply(x), _RoundOperand.apply(weight),
+                                       detached, *args))
+    if bias is None:  # (inside vmap, requires_grad is not visible: always route the bias)
+        return out
+    shape = (-1,) + (1,) * (out.ndim - 2) if product is F.conv2d else (-1,)
+    return out + (bias - detached).view(shape)
 
 
 class EmulatedTF32(TorchFunctionMode):
-    """Route float32 ``conv2d`` and ``linear`` calls through TF32-rounded autograd functions."""
+    """Route float32 ``conv2d`` and ``linear`` calls through TF32-rounded operands.
+
+    Built from elementwise autograd functions with their own (trivial) vmap rules, so the
+    emulation also works, at full speed, inside ``torch.func.vmap`` (the multi-seed engine).
+    """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         if func is F.conv2d and _all_float32(args, kwargs):
             call = _bind(args, kwargs, ("input", "weight", "bias", "stride", "padding",
                                         "dilation", "groups"), (None, 1, 0, 1, 1))
-            call[4] = _normalise_padding(call[4], call[1], call[5])
-            return _TF32Conv2d.apply(*call)
+            return _tf32_product(F.conv2d, *call)
         if func is F.linear and _all_float32(args, kwargs):
-            return _TF32Linear.apply(*_bind(args, kwargs, ("input", "weight", "bias"), (None,)))
+            return _tf32_product(F.linear, *_bind(args, kwargs, ("input", "weight", "bias"), (None,)))
         return func(*args, **kwargs)
 
 

@@ -12,6 +12,7 @@ by the operating system with the process. Each computation is appended to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -24,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from cnnconv.train import ENGINE_VERSION, RunResult, RunSpec, train
+from cnnconv.train import ENGINE_VERSION, RunResult, RunSpec, train, train_seeds
 
 DEFAULT_STORE = Path(".cnnconv") / "runs"
+WEIGHT_PREFIX = "weight:"
 
 
 def default_store_dir() -> Path:
@@ -100,8 +102,10 @@ class RunStore:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as handle:
+                weights = {f"{WEIGHT_PREFIX}{name}": value
+                           for name, value in (result.weights or {}).items()}
                 np.savez(handle, losses=result.losses, train_correct=result.train_correct,
-                         header=np.array(json.dumps(header)))
+                         header=np.array(json.dumps(header)), **weights)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -133,9 +137,41 @@ class RunStore:
             self._journal(spec, result)
         return result
 
+    def get_or_train_many(
+        self,
+        specs: list[RunSpec],
+        compute: Callable[[list[RunSpec]], list[RunResult]] = train_seeds,
+        fresh: bool = False,
+    ) -> list[RunResult]:
+        """``get_or_train`` for runs that differ only in seed: the missing ones are
+        computed together (one vectorised computation) and stored one entry per seed.
+
+        The locks of all missing keys are taken in key order, so processes asking for
+        overlapping sets never deadlock; a process killed half-way stores none of its
+        stack (the entries of earlier stacks stay).
+        """
+        results: dict[str, RunResult] = {}
+        if not fresh:
+            results = {s.key(): r for s in specs if (r := self.get(s)) is not None}
+        missing = {s.key(): s for s in specs if s.key() not in results}  # in the caller's order
+        if missing:
+            with contextlib.ExitStack() as locks:
+                for key in sorted(missing):
+                    locks.enter_context(FileLock(self.root / "locks" / f"{key}.lock"))
+                if not fresh:  # other processes may have finished some meanwhile
+                    results.update({k: r for k, s in missing.items() if (r := self.get(s)) is not None})
+                todo = [s for k, s in missing.items() if k not in results]
+                if todo:
+                    for spec, result in zip(todo, compute(todo)):
+                        self.put(result)
+                        self._journal(spec, result)
+                        results[spec.key()] = result
+        return [results[s.key()] for s in specs]
+
     def _journal(self, spec: RunSpec, result: RunResult) -> None:
         line = json.dumps({"key": spec.key(), "label": spec.label(), "pid": os.getpid(),
                            "host": os.uname().nodename, "wall_time": result.wall_time,
+                           "stack": int(result.environment.get("stack", 1)),
                            "time": time.time()})
         with FileLock(self.root / "locks" / "journal.lock"):
             with open(self.root / "computed.jsonl", "a") as handle:
@@ -188,6 +224,8 @@ def _read(path: Path) -> RunResult:
         header = json.loads(str(archive["header"]))
         losses = archive["losses"]
         train_correct = archive["train_correct"]
+        weights = {name.removeprefix(WEIGHT_PREFIX): archive[name] for name in archive.files
+                   if name.startswith(WEIGHT_PREFIX)}
     return RunResult(
         spec=RunSpec.from_canonical(header["spec"]),
         losses=losses,
@@ -201,4 +239,5 @@ def _read(path: Path) -> RunResult:
         diverged_at=header["diverged_at"],
         precision_state=header["precision_state"],
         environment=header["environment"],
+        weights=weights or None,
     )

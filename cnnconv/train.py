@@ -17,7 +17,8 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +31,14 @@ from cnnconv import data as data_mod
 from cnnconv.choices import check_choice
 from cnnconv.models import MODELS, build_model
 from cnnconv.precision import MODES, get_mode, precision
+from cnnconv.seeds import OPTIMIZERS, SeedLossScaler, SeedOptimizer, SeedStack, vectorisable
 
 # Bump when a change to the engine changes results: cached runs keyed by the old version
 # are then no longer used (``cnnconv store prune --stale`` removes them).
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 CHECK_EVERY = 50
 
-OPTIMIZERS = ("sgd", "nesterov", "adam")
 SCHEDULES = ("constant", "step", "cosine", "piecewise")
-AUGMENTATIONS = ("none", "crop_flip", "crop_flip_reflect")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class RunSpec:
     ``warmup`` (a fraction of the run) ramps any schedule linearly up from 0.
     ``train_subset`` keeps the first N training images (CPU-scale runs).
     ``eval_at`` lists iterations at which test accuracy is measured; the last iteration is
-    always measured.
+    always measured. ``teacher`` makes the run a distillation student: seed ``s`` learns
+    from the teacher spec trained at seed ``s`` (its seed field is ignored), with
+    ``distill_temperature``. ``keep_weights`` stores the final weights with the run.
     """
 
     model: str = "resnet18"
@@ -76,6 +78,9 @@ class RunSpec:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     augment: str = "crop_flip"
+    teacher: RunSpec | None = None
+    distill_temperature: float = 1.0
+    keep_weights: bool = False
     eval_at: tuple[int, ...] = ()
     seed: int = 0
     device: str = "cpu"
@@ -88,6 +93,11 @@ class RunSpec:
             self, "schedule_points", tuple(tuple(map(float, p)) for p in self.schedule_points)
         )
         object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
+        if isinstance(self.teacher, Mapping):
+            object.__setattr__(self, "teacher", RunSpec.from_canonical(self.teacher))
+        if self.teacher is not None:
+            object.__setattr__(self, "teacher", self.teacher.replace(
+                seed=0, device=self.device, keep_weights=True))
         self._validate()
 
     def _validate(self) -> None:
@@ -102,7 +112,7 @@ class RunSpec:
         check_choice("precision", self.precision, MODES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("augment", self.augment, AUGMENTATIONS)
+        check_choice("augment", self.augment, data_mod.AUGMENTATIONS)
         if (self.iterations is None) == (self.epochs is None):
             raise ValueError("give exactly one of iterations and epochs")
         if self.iterations is not None and self.iterations < 1:
@@ -118,6 +128,8 @@ class RunSpec:
             raise ValueError(f"warmup is a fraction of the run in [0, 1), got {self.warmup}")
         if self.schedule == "piecewise" and len(self.schedule_points) < 2:
             raise ValueError("schedule='piecewise' needs at least two schedule_points")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N")
 
@@ -125,10 +137,18 @@ class RunSpec:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def teacher_spec(self) -> RunSpec:
+        """The distillation teacher of this run's seed."""
+        if self.teacher is None:
+            raise ValueError(f"{self.label()} has no teacher")
+        return self.teacher.replace(seed=self.seed)
+
     def canonical(self) -> dict[str, Any]:
         """A JSON-ready dict of every field, the form the run store keys on."""
         out = dataclasses.asdict(self)
         out["model_options"] = dict(self.model_options)
+        if self.teacher is not None:
+            out["teacher"] = self.teacher.canonical()
         return json.loads(json.dumps(out))
 
     def key(self) -> str:
@@ -177,10 +197,12 @@ class RunResult:
     diverged_at: int | None
     precision_state: dict[str, Any]
     environment: dict[str, str]
+    weights: dict[str, np.ndarray] | None = None
 
     @property
     def iterations_per_second(self) -> float:
-        """Training speed, evaluation time excluded."""
+        """Steps per second of the computation that trained this run (all the seeds
+        stacked with it), evaluation time excluded."""
         return len(self.losses) / max(self.wall_time - self.eval_time, 1e-9)
 
     @property
@@ -217,27 +239,6 @@ def lr_multipliers(spec: RunSpec, iterations: int) -> np.ndarray:
     return mult
 
 
-def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (plain or with momentum), Nesterov SGD, or Adam, with optional bias/BN decay.
-
-    Without ``decay_bias_and_bn`` only conv and linear weights (tensors of rank > 1) decay,
-    the Bag of Tricks "no bias decay" rule.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if spec.decay_bias_and_bn:
-        groups = [{"params": params, "weight_decay": spec.weight_decay}]
-    else:
-        groups = [
-            {"params": [p for p in params if p.ndim > 1], "weight_decay": spec.weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-        ]
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=spec.lr)
-    return torch.optim.SGD(
-        groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.optimizer == "nesterov"
-    )
-
-
 def environment(device: torch.device) -> dict[str, str]:
     """Library versions and device name, recorded with every run."""
     from cnnconv import __version__
@@ -264,7 +265,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+
 Progress = Callable[[int, int, float], None]
+TeacherWeights = Callable[[RunSpec], Mapping[str, Tensor]]
 
 
 def train(
@@ -272,121 +275,281 @@ def train(
     data_dir: str | None = None,
     dataset: data_mod.Dataset | None = None,
     progress: Progress | None = None,
+    teacher_weights: TeacherWeights | None = None,
 ) -> RunResult:
     """Train one run. ``progress(iteration, total, recent_loss)`` is called every check."""
-    device = resolve_device(spec.device)
-    mode = get_mode(spec.precision)
-    data = dataset or data_mod.load_dataset(spec.dataset, data_dir)
-    train_split = data.train
-    if spec.train_subset is not None:
-        train_split = data_mod.Split(
-            train_split.images[: spec.train_subset], train_split.labels[: spec.train_subset]
-        )
-    iterations = total_iterations(spec, len(train_split))
-    eval_points = sorted({i for i in spec.eval_at if 0 < i < iterations} | {iterations})
-    mean, std = data.mean_std
+    return train_seeds([spec], data_dir, dataset, progress, teacher_weights)[0]
+
+
+def train_seeds(
+    specs: Sequence[RunSpec],
+    data_dir: str | None = None,
+    dataset: data_mod.Dataset | None = None,
+    progress: Progress | None = None,
+    teacher_weights: TeacherWeights | None = None,
+    cuda_graph: bool = True,
+) -> list[RunResult]:
+    """Train runs that differ only in their seed as one vectorised computation.
+
+    Each seed keeps its own initial weights, data order, augmentation, BatchNorm
+    statistics and loss scale, so seed ``s`` gives the same run whichever seeds it is
+    stacked with, up to the rounding of grouped against single convolutions (see
+    tests/test_seeds.py for the tolerance). Models with dropout train one seed at a time.
+    On CUDA the step is captured in a CUDA graph after three eager warm-up steps
+    (``cuda_graph=False`` turns that off); a capture that fails falls back to eager.
+    ``teacher_weights(teacher_spec)`` supplies a distillation teacher's trained weights;
+    by default the teacher is trained here, uncached.
+    """
+    base = _common_spec(specs)
+    device = resolve_device(base.device)
+    data = dataset or data_mod.load_dataset(base.dataset, data_dir)
+    models = [_initial_model(spec, data, device) for spec in specs]
+    if len(specs) > 1 and not vectorisable(models[0]):
+        return [run for spec in specs
+                for run in train_seeds([spec], data_dir, data, progress, teacher_weights, cuda_graph)]
+    return _Training(list(specs), data, device, SeedStack(models), progress,
+                     teacher_weights, cuda_graph).run()
+
+
+def _common_spec(specs: Sequence[RunSpec]) -> RunSpec:
+    if not specs:
+        raise ValueError("train_seeds needs at least one spec")
+    base = specs[0].replace(seed=0)
+    for spec in specs:
+        if spec.replace(seed=0) != base:
+            raise ValueError(f"specs trained together may differ only in seed: {spec.label()} "
+                             f"vs {specs[0].label()}")
+    if len({spec.seed for spec in specs}) != len(specs):
+        raise ValueError("specs trained together need distinct seeds")
+    return specs[0]
+
+
+def _initial_model(spec: RunSpec, data: data_mod.Dataset, device: torch.device) -> nn.Module:
+    """The seed's freshly initialised model: the same seed, the same initial weights."""
+    torch.manual_seed(spec.seed)
     channels, size, _ = data.shape
-
-    torch.manual_seed(spec.seed)  # initial weights and dropout: the same seed, the same init
-    model = build_model(
-        spec.model, len(data.classes), channels, size, **spec.model_options
-    ).to(device, mode.param_dtype)
-    optimizer = make_optimizer(spec, model)
-    scaler = torch.amp.GradScaler(device.type) if mode.loss_scaling else None
-    input_dtype = mode.param_dtype
-    loader = data_mod.DeviceLoader(
-        train_split, mean, std, spec.batch_size, device, input_dtype,
-        seed=spec.seed + 1_000_003,  # its own stream, so data order does not depend on the model
-        augment=spec.augment != "none",
-        pad_mode="reflect" if spec.augment == "crop_flip_reflect" else "constant",
-    )
-    multipliers = lr_multipliers(spec, iterations) * spec.lr
-    mix = np.random.default_rng(spec.seed).beta(spec.mixup_alpha, spec.mixup_alpha, iterations) \
-        if spec.mixup_alpha > 0 else None
-
-    losses = torch.full((iterations,), math.nan, device=device)
-    correct = torch.zeros(iterations, device=device, dtype=torch.int64)
-    test_accuracy: list[float] = []
-    diverged_at = None
-    checked = 0
-    eval_time = 0.0
-    batches = iter(loader)
-    started = time.perf_counter()
-    with precision(mode, device) as state:
-        model.train()
-        for it in range(iterations):
-            for group in optimizer.param_groups:
-                group["lr"] = multipliers[it]
-            x, y = next(batches)
-            with mode.autocast(device.type):
-                if mix is not None:
-                    lam = float(mix[it])
-                    partner = torch.randperm(x.shape[0], device=device, generator=loader.generator)
-                    out = model(lam * x + (1 - lam) * x[partner])
-                    loss = lam * F.cross_entropy(out, y, label_smoothing=spec.label_smoothing) + (
-                        1 - lam) * F.cross_entropy(out, y[partner], label_smoothing=spec.label_smoothing)
-                else:
-                    out = model(x)
-                    loss = F.cross_entropy(out, y, label_smoothing=spec.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            losses[it] = loss.detach().float()
-            correct[it] = (out.detach().argmax(1) == y).sum()
-            done = it + 1
-            if done % CHECK_EVERY == 0 or done == iterations or done in eval_points:
-                diverged_at = _first_non_finite(losses[checked:done], checked)
-                checked = done
-                if diverged_at is not None:
-                    break
-                if progress is not None:
-                    progress(done, iterations, float(losses[done - 1]))
-                if done in eval_points:
-                    eval_started = time.perf_counter()
-                    test_accuracy.append(evaluate(model, data.test, mean, std, device, mode))
-                    eval_time += time.perf_counter() - eval_started
-                    model.train()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall = time.perf_counter() - started
-    return RunResult(
-        spec=spec,
-        losses=losses.cpu().numpy(),
-        train_correct=correct.cpu().numpy(),
-        eval_iterations=eval_points[: len(test_accuracy)],
-        test_accuracy=test_accuracy,
-        samples_seen=loader.samples_seen,
-        epochs=loader.epochs,
-        wall_time=wall,
-        eval_time=eval_time,
-        diverged_at=diverged_at,
-        precision_state=state,
-        environment=environment(device),
-    )
+    model = build_model(spec.model, len(data.classes), channels, size, **spec.model_options)
+    return model.to(device, get_mode(spec.precision).param_dtype)
 
 
-def _first_non_finite(chunk: Tensor, offset: int) -> int | None:
-    """Index of the first non-finite loss in ``chunk`` (one host sync per check)."""
-    bad = ~torch.isfinite(chunk)
-    if not bool(bad.any()):
+def _teacher_stack(specs: list[RunSpec], data: data_mod.Dataset, device: torch.device,
+                   supply: TeacherWeights | None) -> SeedStack | None:
+    """Each seed's distillation teacher (``spec.teacher`` at that seed), stacked, eval mode."""
+    if specs[0].teacher is None:
         return None
-    return offset + int(bad.nonzero()[0, 0])
+    teachers = []
+    for spec in specs:
+        teacher_spec = spec.teacher_spec()
+        weights = supply(teacher_spec) if supply else train(teacher_spec, dataset=data).weights
+        if weights is None:
+            raise ValueError(f"teacher {teacher_spec.label()} kept no weights")
+        model = _initial_model(teacher_spec, data, device)
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+        teachers.append(model)
+    return SeedStack(teachers).eval()
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, split: data_mod.Split, mean: Tensor, std: Tensor,
-    device: torch.device, mode: Any,
-) -> float:
-    """Test accuracy in eval mode, under the run's precision, with one host sync."""
-    model.eval()
-    hits = torch.zeros((), dtype=torch.int64, device=device)
-    for x, y in data_mod.evaluation_batches(split, mean, std, device, mode.param_dtype):
-        with mode.autocast(device.type):
-            hits += (model(x).argmax(1) == y).sum()
-    return float(hits) / len(split)
+class _Training:
+    """The state of one (vectorised) training computation; ``run`` does it."""
+
+    def __init__(self, specs: list[RunSpec], data: data_mod.Dataset, device: torch.device,
+                 stack: SeedStack, progress: Progress | None, teacher_weights: TeacherWeights | None,
+                 cuda_graph: bool) -> None:
+        spec = self.spec = specs[0]
+        self.specs, self.data, self.device, self.stack = specs, data, device, stack
+        self.progress = progress
+        self.mode = get_mode(spec.precision)
+        split = data.train
+        if spec.train_subset is not None:
+            split = data_mod.Split(split.images[: spec.train_subset], split.labels[: spec.train_subset])
+        self.iterations = total_iterations(spec, len(split))
+        self.eval_points = sorted({i for i in spec.eval_at if 0 < i < self.iterations} | {self.iterations})
+        mean, std = data.mean_std
+        self.loader = data_mod.DeviceLoader(
+            split, mean, std, spec.batch_size, device, self.mode.param_dtype,
+            # its own stream, so data order does not depend on the model
+            seeds=[s.seed + 1_000_003 for s in specs], augment=spec.augment,
+            partners=spec.mixup_alpha > 0,
+        )
+        self.optimizer = SeedOptimizer(stack.parameters(), [
+            w or spec.decay_bias_and_bn for w in stack.is_weight()
+        ], spec.optimizer, spec.momentum, spec.weight_decay)
+        self.scaler = SeedLossScaler(len(specs), device) if self.mode.loss_scaling else None
+        self.teacher = _teacher_stack(specs, data, device, teacher_weights)
+        self.lr = torch.as_tensor(lr_multipliers(spec, self.iterations) * spec.lr,
+                                  dtype=torch.float32, device=device)
+        self.mix = torch.as_tensor(np.stack([
+            np.random.default_rng(s.seed).beta(spec.mixup_alpha, spec.mixup_alpha, self.iterations)
+            for s in specs]), dtype=torch.float32, device=device) if spec.mixup_alpha > 0 else None
+        self.graph = cuda_graph and device.type == "cuda"
+
+    # -- the step: no host synchronisation, fixed shapes, so a CUDA graph can replay it --
+
+    def step(self, x: Tensor, y: Tensor, partners: Tensor | None, lam: Tensor | None,
+             lr: Tensor) -> tuple[Tensor, Tensor]:
+        """One training step of every seed; returns per-seed loss and correct count."""
+        with self.mode.autocast(self.device.type):
+            if partners is not None and lam is not None:
+                mixed = lam.view(-1, 1, 1, 1, 1).to(x.dtype)
+                other = torch.gather(x, 1, partners.view(*partners.shape, 1, 1, 1).expand_as(x))
+                x_in = mixed * x + (1 - mixed) * other
+            else:
+                x_in = x
+            out = self.stack(x_in)
+            per_seed = self._cross_entropy(out, y)
+            if partners is not None and lam is not None:
+                per_seed = lam * per_seed + (1 - lam) * self._cross_entropy(
+                    out, torch.gather(y, 1, partners))
+            if self.teacher is not None:
+                per_seed = per_seed + self._distillation(out, x_in)
+        params = self.stack.parameters()
+        if self.scaler is None:
+            grads = torch.autograd.grad(per_seed.sum(), params)
+            self.optimizer.step(grads, lr)
+        else:
+            grads, finite = self.scaler.unscale(
+                torch.autograd.grad(self.scaler.scale_loss(per_seed), params))
+            self.optimizer.step(grads, lr, apply=finite)
+            self.scaler.update(finite)
+        correct = (out.detach().argmax(-1) == y).sum(1)
+        return per_seed.detach().float(), correct
+
+    def _cross_entropy(self, out: Tensor, y: Tensor) -> Tensor:
+        loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none",
+                               label_smoothing=self.spec.label_smoothing)
+        return loss.view(y.shape).mean(1)
+
+    def _distillation(self, out: Tensor, x: Tensor) -> Tensor:
+        """Hinton's soft-target loss, T^2 * CE(softmax(teacher/T), softmax(student/T))."""
+        assert self.teacher is not None
+        temperature = self.spec.distill_temperature
+        with torch.no_grad():
+            soft = F.softmax(self.teacher(x).float() / temperature, dim=-1)
+        log_student = F.log_softmax(out.float() / temperature, dim=-1)
+        return -(soft * log_student).sum(-1).mean(1) * temperature**2
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self) -> list[RunResult]:
+        n, iterations = len(self.specs), self.iterations
+        losses = torch.full((n, iterations), math.nan, device=self.device)
+        correct = torch.zeros((n, iterations), dtype=torch.int64, device=self.device)
+        accuracy: list[list[float]] = [[] for _ in range(n)]
+        diverged: list[int | None] = [None] * n
+        step = self.step
+        checked, eval_time = 0, 0.0
+        batches = iter(self.loader)
+        started = time.perf_counter()
+        with precision(self.mode, self.device) as state:
+            self.stack.train()
+            for it in range(iterations):
+                batch = next(batches)
+                lam = self.mix[:, it] if self.mix is not None else None
+                inputs = (batch.images, batch.labels, batch.partners, lam, self.lr[it])
+                if self.graph and it == _GRAPH_WARMUP:
+                    step = _capture(self.step, self.device, *inputs)
+                if self.graph and it < _GRAPH_WARMUP:
+                    loss, hits = _on_side_stream(step, self.device, *inputs)
+                else:
+                    loss, hits = step(*inputs)
+                losses[:, it] = loss
+                correct[:, it] = hits
+                done = it + 1
+                if done % CHECK_EVERY and done != iterations and done not in self.eval_points:
+                    continue
+                for seed, first_bad in enumerate(_first_non_finite(losses[:, checked:done], checked)):
+                    if diverged[seed] is None and first_bad is not None:
+                        diverged[seed] = first_bad
+                checked = done
+                if all(d is not None for d in diverged):
+                    break
+                if self.progress is not None:
+                    self.progress(done, iterations, float(losses[:, done - 1].nanmean()))
+                if done in self.eval_points:
+                    eval_started = time.perf_counter()
+                    for seed, value in enumerate(self.evaluate()):
+                        if diverged[seed] is None:
+                            accuracy[seed].append(value)
+                    eval_time += time.perf_counter() - eval_started
+                    self.stack.train()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            wall = time.perf_counter() - started
+        losses_host, correct_host = losses.cpu().numpy(), correct.cpu().numpy()
+        env = {**environment(self.device), "stack": str(n),
+               "cuda_graph": str(step is not self.step).lower()}
+        results = []
+        for seed, spec in enumerate(self.specs):
+            if diverged[seed] is not None:
+                losses_host[seed, diverged[seed]:] = math.nan
+            results.append(RunResult(
+                spec=spec, losses=losses_host[seed], train_correct=correct_host[seed],
+                eval_iterations=self.eval_points[: len(accuracy[seed])],
+                test_accuracy=accuracy[seed], samples_seen=self.loader.samples_seen,
+                epochs=self.loader.epochs, wall_time=wall, eval_time=eval_time,
+                diverged_at=diverged[seed], precision_state=state, environment=env,
+                weights=self._weights(seed) if spec.keep_weights else None,
+            ))
+        return results
+
+    @torch.no_grad()
+    def evaluate(self) -> list[float]:
+        """Test accuracy of every seed, in eval mode, under the run's precision (one sync)."""
+        self.stack.eval()
+        mean, std = self.data.mean_std
+        hits = torch.zeros(len(self.specs), dtype=torch.int64, device=self.device)
+        for x, y in data_mod.evaluation_batches(self.data.test, mean, std, self.device,
+                                                self.mode.param_dtype):
+            with self.mode.autocast(self.device.type):
+                hits += (self.stack(x, per_seed=False).argmax(-1) == y).sum(1)
+        return (hits.double() / len(self.data.test)).tolist()
+
+    def _weights(self, seed: int) -> dict[str, np.ndarray]:
+        state = self.stack.unstack(seed).state_dict()
+        return {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()
+                for k, v in state.items()}
+
+
+_GRAPH_WARMUP = 3
+
+
+def _on_side_stream(step: Callable[..., tuple[Tensor, Tensor]], device: torch.device,
+                    *inputs: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A warm-up step before capture, on a side stream as CUDA graph capture requires."""
+    side, current = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        outputs = step(*inputs)
+    current.wait_stream(side)
+    return outputs
+
+
+def _capture(step: Callable[..., tuple[Tensor, Tensor]], device: torch.device,
+             *example: Tensor | None) -> Callable[..., tuple[Tensor, Tensor]]:
+    """``step`` captured in a CUDA graph: later calls copy their inputs into the captured
+    ones and replay. If capture fails, say why and keep the eager step."""
+    static = [t.clone() if t is not None else None for t in example]
+    graph = torch.cuda.CUDAGraph()
+    try:
+        torch.cuda.synchronize(device)
+        with torch.cuda.graph(graph):
+            outputs = step(*static)
+    except Exception as error:  # an op that cannot be captured: train eagerly instead
+        warnings.warn(f"CUDA graph capture failed ({error}); training eagerly", stacklevel=3)
+        return step
+
+    def replay(*inputs: Tensor | None) -> tuple[Tensor, Tensor]:
+        for target, value in zip(static, inputs):
+            if target is not None:
+                target.copy_(value)
+        graph.replay()
+        return outputs
+
+    return replay
+
+
+def _first_non_finite(chunk: Tensor, offset: int) -> list[int | None]:
+    """Per seed, the iteration of the first non-finite loss in ``chunk`` (one host sync)."""
+    bad = ~torch.isfinite(chunk)
+    first = torch.where(bad.any(1), bad.int().argmax(1), -1).tolist()
+    return [None if f < 0 else offset + f for f in first]

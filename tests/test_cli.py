@@ -12,18 +12,20 @@ def test_models_lists_parameter_counts(capsys):
 
 
 def test_train_prints_a_summary_uses_the_store_and_writes_json(tmp_path, capsys):
-    args = ["train", "--model", "lenet5", "--dataset", "synthetic", "--precision", "fp32",
-            "--batch-size", "32", "--iters", "20", "--store", str(tmp_path / "s"),
-            "--json", str(tmp_path / "run.json")]
+    args = ["train", "--model", "resnet9", "-O", "width=4", "--dataset", "synthetic",
+            "--precision", "fp32", "--batch-size", "32", "--iters", "20", "--seeds", "2",
+            "--store", str(tmp_path / "s"), "--json", str(tmp_path / "run.json")]
     assert main(args) == 0
     first = capsys.readouterr()
-    assert "training lenet5" in first.err and "20 iterations" in first.out
+    assert "training 2 seed(s) of resnet9" in first.err and "20 iterations" in first.out
+    assert "2 seed(s) stacked" in first.out
     assert main(args) == 0
-    assert "cached in" in capsys.readouterr().err
+    assert capsys.readouterr().err.count("cached in") == 2
     saved = json.loads((tmp_path / "run.json").read_text())
-    assert len(saved["losses"]) == 20 and saved["spec"]["precision"] == "fp32"
+    assert [run["spec"]["seed"] for run in saved] == [0, 1]
+    assert len(saved[0]["losses"]) == 20 and saved[0]["spec"]["precision"] == "fp32"
     assert main(["store", "list", "--store", str(tmp_path / "s")]) == 0
-    assert "1 entries" in capsys.readouterr().out
+    assert "2 entries" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,message", [

@@ -104,21 +104,49 @@ def test_synthetic_is_deterministic(tiny):
 
 
 def _loader(split, seed, **kwargs):
+    """A one-seed loader whose batches come without the seed dimension."""
     mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
-    return DeviceLoader(split, mean, std, 32, "cpu", torch.float32, seed, **kwargs)
+    loader = DeviceLoader(split, mean, std, 32, "cpu", torch.float32, [seed], **kwargs)
+    return loader, ((b.images[0], b.labels[0]) for b in loader)
+
+
+def _batches(split, seed, count, **kwargs):
+    return list(islice(_loader(split, seed, **kwargs)[1], count))
 
 
 def test_same_seed_same_batches_other_seed_other_batches(tiny):
-    first = [x for x, _ in islice(_loader(tiny.train, 1), 10)]
-    again = [x for x, _ in islice(_loader(tiny.train, 1), 10)]
-    other = [x for x, _ in islice(_loader(tiny.train, 2), 10)]
+    first = [x for x, _ in _batches(tiny.train, 1, 10)]
+    again = [x for x, _ in _batches(tiny.train, 1, 10)]
+    other = [x for x, _ in _batches(tiny.train, 2, 10)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])
 
 
+def test_a_seed_gets_the_same_batches_in_any_stack(tiny):
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    stack = DeviceLoader(tiny.train, mean, std, 32, "cpu", torch.float32, [5, 1, 9],
+                         augment="crop_flip_reflect_cutout", partners=True)
+    alone = DeviceLoader(tiny.train, mean, std, 32, "cpu", torch.float32, [1],
+                         augment="crop_flip_reflect_cutout", partners=True)
+    for together, single in islice(zip(stack, alone), 12):  # across an epoch boundary
+        assert together.images.shape == (3, 32, 3, 32, 32)
+        assert torch.equal(together.images[1], single.images[0])
+        assert torch.equal(together.partners[1], single.partners[0])
+        assert torch.equal(together.partners[1].sort().values, torch.arange(32))
+
+
+def test_cutout_zeroes_one_square_per_image(tiny):
+    cut = _batches(tiny.train, 0, 1, augment="crop_flip_reflect_cutout")[0][0]
+    whole = _batches(tiny.train, 0, 1, augment="crop_flip_reflect")[0][0]
+    changed = (cut != whole).any(1)  # pixels cutout touched, per image
+    for image in changed:
+        rows, cols = image.nonzero(as_tuple=True)
+        assert rows.max() - rows.min() < 8 and cols.max() - cols.min() < 8 and len(rows) > 0
+
+
 def test_exact_accounting_across_epochs(tiny):
-    loader = _loader(tiny.train, 0)
-    seen = torch.cat([y for _, y in islice(loader, 24)])
+    loader, batches = _loader(tiny.train, 0)
+    seen = torch.cat([y for _, y in islice(batches, 24)])
     assert loader.iterations == 24 and loader.samples_seen == 24 * 32
     assert loader.epochs == 3.0  # 256 samples / 32 = 8 batches per epoch
     for epoch in range(3):  # each epoch is a permutation of the whole split
@@ -127,8 +155,8 @@ def test_exact_accounting_across_epochs(tiny):
 
 
 def test_crop_and_flip_move_pixels_but_keep_statistics(tiny):
-    plain = next(iter(_loader(tiny.train, 0, augment=False)))[0]
-    augmented = next(iter(_loader(tiny.train, 0)))[0]
+    plain = _batches(tiny.train, 0, 1, augment="none")[0][0]
+    augmented = _batches(tiny.train, 0, 1)[0][0]
     assert plain.shape == augmented.shape == (32, 3, 32, 32)
     assert not torch.equal(plain, augmented)
     # Every augmented image is a shifted (zero-padded) and possibly mirrored original.
@@ -141,4 +169,4 @@ def test_crop_and_flip_move_pixels_but_keep_statistics(tiny):
 
 def test_batch_larger_than_split_is_an_error(tiny):
     with pytest.raises(ValueError, match="exceeds the 256 samples"):
-        DeviceLoader(tiny.train, torch.zeros(3), torch.ones(3), 512, "cpu", torch.float32, 0)
+        DeviceLoader(tiny.train, torch.zeros(3), torch.ones(3), 512, "cpu", torch.float32, [0])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnnconv.store import RunStore
-from cnnconv.train import RunSpec, train
+from cnnconv.train import RunSpec, train, train_seeds
 
 SPEC = RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
                iterations=12, lr=0.01)
@@ -29,6 +29,34 @@ def test_round_trip_and_second_ask_is_a_hit(tmp_path):
     assert np.array_equal(first.losses, second.losses)
     assert second.spec == SPEC and second.precision_state == first.precision_state
     assert len(store.computed()) == 1 and len(store.entries()) == 1
+
+
+def test_seeds_are_computed_together_and_stored_one_entry_each(tmp_path):
+    store = RunStore(tmp_path)
+    stacked = SPEC.replace(model="resnet9", model_options={"width": 4})
+    store.get_or_train(stacked.replace(seed=1))  # one seed is cached already
+    batches = []
+
+    def compute(specs):
+        batches.append([s.seed for s in specs])
+        return train_seeds(specs)
+
+    runs = store.get_or_train_many([stacked.replace(seed=s) for s in range(4)], compute)
+    assert batches == [[0, 2, 3]]  # only the missing seeds, as one computation
+    assert [r.spec.seed for r in runs] == [0, 1, 2, 3]
+    assert [r["stack"] for r in store.computed()] == [1, 3, 3, 3]
+    again = store.get_or_train_many([stacked.replace(seed=s) for s in range(4)], compute)
+    assert len(batches) == 1 and np.array_equal(again[2].losses, runs[2].losses)
+
+
+def test_kept_weights_round_trip(tmp_path):
+    store = RunStore(tmp_path)
+    result = store.get_or_train(SPEC.replace(keep_weights=True))
+    loaded = store.get(SPEC.replace(keep_weights=True))
+    assert set(loaded.weights) == set(result.weights) and "features.0.weight" in loaded.weights
+    for name, value in result.weights.items():
+        assert np.array_equal(loaded.weights[name], value)
+    assert store.get_or_train(SPEC).weights is None
 
 
 def test_another_process_hits_the_cache(tmp_path):

@@ -12,14 +12,14 @@ import os
 import signal
 import cnnconv.plugin as plugin
 
-real_train = plugin.train
+real_train_seeds = plugin.train_seeds
 
-def train(spec, **kwargs):
-    if spec.lr == 0.123 and os.environ.get("KILL_WORKER") == "1":
+def train_seeds(specs, **kwargs):
+    if specs[0].lr == 0.123 and os.environ.get("KILL_WORKER") == "1":
         os.kill(os.getpid(), signal.SIGKILL)  # a worker dies in the middle of a run
-    return real_train(spec, **kwargs)
+    return real_train_seeds(specs, **kwargs)
 
-plugin.train = train
+plugin.train_seeds = train_seeds
 '''
 
 CLAIMS = '''
