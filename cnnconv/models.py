@@ -209,10 +209,12 @@ def conv_bn(c_in: int, c_out: int, bn_weight_one: bool = True) -> nn.Sequential:
 class Residual(nn.Module):
     """``x + f(x)`` with f two conv-bn units, the residual branch of ResNet-9."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, zero_init: bool = False) -> None:
         super().__init__()
         self.res1 = conv_bn(channels, channels)
         self.res2 = conv_bn(channels, channels)
+        if zero_init:  # Bag of Tricks (P3): the block starts as the identity
+            nn.init.zeros_(self.res2[1].weight)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.res2(self.res1(x))
@@ -240,6 +242,7 @@ def resnet9_family(
     width: int = 64,
     step: str = "final",
     residual_layers: tuple[int, ...] = (1, 3),
+    zero_init_residual: bool = False,
 ) -> nn.Sequential:
     """ResNet-9 ("Residual: L1+L3") and the ablation-ladder networks it was grown from.
 
@@ -252,6 +255,8 @@ def resnet9_family(
     - ``maxpool``: 3x3 conv of stride 1 followed by 2x2 max pooling;
     - ``global_maxpool``: global max pool, and the final layer twice as wide;
     - ``final``: BN weights fixed at 1 and the classifier output scaled by 0.125.
+
+    ``zero_init_residual`` starts each residual branch's last BN at weight 0 (P3's trick).
     """
     check_choice("step", step, LADDER_STEPS)
     rung = LADDER_STEPS.index(step)
@@ -277,7 +282,7 @@ def resnet9_family(
     for index in (1, 2, 3):
         stage = downsample_layer(widths[index - 1], widths[index])
         if index in residual_layers:
-            stage.append(Residual(widths[index]))
+            stage.append(Residual(widths[index], zero_init_residual))
         layers.append((f"layer{index}", stage))
     pool = nn.AdaptiveMaxPool2d(1) if rung >= 3 else nn.AdaptiveAvgPool2d(1)
     layers += [("pool", pool), ("flatten", nn.Flatten()),
@@ -311,7 +316,7 @@ MODELS: dict[str, ModelInfo] = {
             "resnet9",
             resnet9_family,
             "ResNet-9 of cifar10-fast (P2) and its ablation ladder (step, residual_layers)",
-            ("width", "step", "residual_layers"),
+            ("width", "step", "residual_layers", "zero_init_residual"),
         ),
     )
 }

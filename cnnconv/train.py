@@ -50,7 +50,8 @@ class RunSpec:
     ``step`` by ``step_gamma`` at each fraction in ``step_milestones``, ``cosine`` down to
     0, ``piecewise`` by linear interpolation between ``(fraction, multiplier)`` points.
     ``warmup`` (a fraction of the run) ramps any schedule linearly up from 0.
-    ``train_subset`` keeps the first N training images (CPU-scale runs).
+    ``train_subset`` keeps the first N training images and ``test_subset`` measures test
+    accuracy on the first N test images (CPU-scale runs).
     ``eval_at`` lists iterations at which test accuracy is measured; the last iteration is
     always measured. ``teacher`` makes the run a distillation student: seed ``s`` learns
     from the teacher spec trained at seed ``s`` (its seed field is ignored), with
@@ -61,6 +62,7 @@ class RunSpec:
     model_options: Mapping[str, Any] = field(default_factory=dict)
     dataset: str = "cifar10"
     train_subset: int | None = None
+    test_subset: int | None = None
     precision: str = "tf32"
     batch_size: int = 64
     iterations: int | None = None
@@ -121,6 +123,9 @@ class RunSpec:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        for name in ("train_subset", "test_subset"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing", "mixup_alpha"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -144,9 +149,15 @@ class RunSpec:
         return self.teacher.replace(seed=self.seed)
 
     def canonical(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field, the form the run store keys on."""
-        out = dataclasses.asdict(self)
-        out["model_options"] = dict(self.model_options)
+        """A JSON-ready dict of the fields that differ from their defaults: the form the
+        run store keys on. Leaving defaults out keeps every key valid when a field is
+        added whose default changes nothing."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if getattr(self, f.name) != _DEFAULTS[f.name]}
+        for name in ("model", "dataset", "precision", "seed", "device"):  # always readable
+            out[name] = getattr(self, name)
+        if "model_options" in out:
+            out["model_options"] = dict(self.model_options)
         if self.teacher is not None:
             out["teacher"] = self.teacher.canonical()
         return json.loads(json.dumps(out))
@@ -166,6 +177,12 @@ class RunSpec:
     @classmethod
     def from_canonical(cls, values: Mapping[str, Any]) -> RunSpec:
         return cls(**values)
+
+
+_DEFAULTS = {
+    f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    for f in dataclasses.fields(RunSpec)
+}
 
 
 class _FrozenDict(dict):
@@ -363,6 +380,10 @@ class _Training:
         if spec.train_subset is not None:
             split = data_mod.Split(split.images[: spec.train_subset], split.labels[: spec.train_subset])
         self.iterations = total_iterations(spec, len(split))
+        test = data.test
+        if spec.test_subset is not None:
+            test = data_mod.Split(test.images[: spec.test_subset], test.labels[: spec.test_subset])
+        self.test = test
         self.eval_points = sorted({i for i in spec.eval_at if 0 < i < self.iterations} | {self.iterations})
         mean, std = data.mean_std
         self.loader = data_mod.DeviceLoader(
@@ -498,11 +519,11 @@ class _Training:
         self.stack.eval()
         mean, std = self.data.mean_std
         hits = torch.zeros(len(self.specs), dtype=torch.int64, device=self.device)
-        for x, y in data_mod.evaluation_batches(self.data.test, mean, std, self.device,
+        for x, y in data_mod.evaluation_batches(self.test, mean, std, self.device,
                                                 self.mode.param_dtype):
             with self.mode.autocast(self.device.type):
                 hits += (self.stack(x, per_seed=False).argmax(-1) == y).sum(1)
-        return (hits.double() / len(self.data.test)).tolist()
+        return (hits.double() / len(self.test)).tolist()
 
     def _weights(self, seed: int) -> dict[str, np.ndarray]:
         state = self.stack.unstack(seed).state_dict()
