@@ -53,14 +53,14 @@ class P0Protocol:
         return {"early": self.early, "mid": self.mid, "late": self.late}
 
 
-def p0_protocol(scale: Scale) -> P0Protocol:
+def p0_protocol(scale: Scale, dataset: str = "cifar10") -> P0Protocol:
     # Windows from the source (iterations): 200-1500, 1500-3000, 3000-5000, 5000-8000, and
     # the first 1000. The cpu scale divides every count by 20 (the base run is 400
     # iterations of batch 64, half an epoch), which keeps P0 within minutes on 2 cores.
     factor = 1 if scale.is_paper else 20
     width = 64 if scale.is_paper else 8
     base = RunSpec(
-        model="resnet18", model_options={"width": width}, dataset="cifar10",
+        model="resnet18", model_options={"width": width}, dataset=dataset,
         precision="tf32", batch_size=64, iterations=8000 // factor, optimizer="sgd",
         lr=0.01, momentum=0.9, augment="crop_flip", device=scale.device,
     )
@@ -75,9 +75,15 @@ def p0_protocol(scale: Scale) -> P0Protocol:
 
 
 @pytest.fixture
-def p0(scale: Scale) -> P0Protocol:
-    """Source P0's protocol at this test's scale."""
-    return p0_protocol(scale)
+def dataset() -> str:
+    """The data set of a claim; modules that test generalisation parametrize it."""
+    return "cifar10"
+
+
+@pytest.fixture
+def p0(scale: Scale, dataset: str) -> P0Protocol:
+    """Source P0's protocol at this test's scale (on CIFAR-10 unless parametrized)."""
+    return p0_protocol(scale, dataset)
 
 
 @dataclass(frozen=True)
@@ -119,3 +125,132 @@ def p1_protocol(scale: Scale) -> P1Protocol:
 def p1(scale: Scale) -> P1Protocol:
     """Source P1's protocol at this test's scale."""
     return p1_protocol(scale)
+
+
+@dataclass(frozen=True)
+class P2Protocol:
+    """P2: cifar10-fast's ResNet-9 recipe (dawn.py), with the ladder's networks.
+
+    Paper scale is the recipe: batch 512, 24 epochs, Nesterov momentum 0.9, lr linear
+    0 -> 0.4 at epoch 5 -> 0 (for a mean loss; the source writes 0.4/512 on a summed
+    loss), weight decay 5e-4, reflect-pad crop + flip + 8x8 cutout, fp16 autocast (the
+    source: fp16 weights with fp32 BatchNorm). The cpu scale keeps the recipe's shape at
+    width 4 (channels 4-32 instead of 64-512) on the first 2,560 training images with
+    batch 128 and lr 0.1 (linear scaling), a third of the epochs, and tests on the first
+    2,000 test images. The data is CIFAR-10 rebuilt from JPEG (DATA.md): compression
+    artefacts may cost a few tenths of a point against the source's PNG-exact CIFAR-10.
+    """
+
+    scale: Scale
+    base: RunSpec
+    epoch_factor: float
+
+    def run(self, epochs: float = 24, **changes: object) -> RunSpec:
+        """The recipe for a source epoch count (scaled), with changes."""
+        return self.base.replace(epochs=epochs * self.epoch_factor, **changes)
+
+    def rung(self, step: str, epochs: float = 20) -> RunSpec:
+        """A residual-free network of the ablation ladder."""
+        options = {**self.base.model_options, "step": step, "residual_layers": ()}
+        return self.run(epochs, model_options=options)
+
+
+def p2_protocol(scale: Scale) -> P2Protocol:
+    paper = scale.is_paper
+    base = RunSpec(
+        model="resnet9", model_options={} if paper else {"width": 4}, dataset="cifar10",
+        train_subset=None if paper else 2560, test_subset=None if paper else 2000,
+        precision="amp_fp16" if paper else "fp32", batch_size=512 if paper else 128,
+        epochs=24, optimizer="nesterov", lr=0.4 if paper else 0.1, momentum=0.9,
+        weight_decay=5e-4, schedule="piecewise", schedule_points=((0, 0), (5 / 24, 1), (1, 0)),
+        augment="crop_flip_reflect_cutout", device=scale.device,
+    )
+    return P2Protocol(scale, base, 1.0 if paper else 1 / 3)
+
+
+@pytest.fixture
+def p2(scale: Scale) -> P2Protocol:
+    """Source P2's protocol at this test's scale."""
+    return p2_protocol(scale)
+
+
+@dataclass(frozen=True)
+class P3Protocol:
+    """P3 (Bag of Tricks) at CIFAR scale: ResNet-9 and the paper's baseline training.
+
+    Baseline: Nesterov momentum 0.9, lr 0.1 * b / 256 at batch 128, step decay (x0.1 at
+    50% and 75%), weight decay 5e-4 on every parameter, crop + flip, fp32. Paper scale:
+    ResNet-9 width 64 on all of CIFAR-10 for 30 epochs; cpu scale: width 4 on the first
+    2,560 images for 8 epochs, tested on the first 2,000 test images.
+    """
+
+    scale: Scale
+    base: RunSpec
+
+    def run(self, **changes: object) -> RunSpec:
+        return self.base.replace(**changes)
+
+    def large_batch(self, scaled: bool, **changes: object) -> RunSpec:
+        """Batch 512 (4x), with the lr scaled linearly or kept at the baseline's."""
+        return self.run(batch_size=512, lr=0.2 if scaled else self.base.lr, **changes)
+
+    def early(self, spec: RunSpec, data_size: int) -> tuple[int, int]:
+        """The first fifth of a run, in iterations."""
+        per_epoch = (self.base.train_subset or data_size) // spec.batch_size
+        return 0, max(2, round((spec.epochs or 0) * per_epoch / 5))
+
+
+def p3_protocol(scale: Scale) -> P3Protocol:
+    paper = scale.is_paper
+    base = RunSpec(
+        model="resnet9", model_options={} if paper else {"width": 4}, dataset="cifar10",
+        train_subset=None if paper else 2560, test_subset=None if paper else 2000,
+        precision="fp32", batch_size=128, epochs=30 if paper else 8, optimizer="nesterov",
+        lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="step",
+        step_milestones=(0.5, 0.75), augment="crop_flip", device=scale.device,
+    )
+    return P3Protocol(scale, base)
+
+
+@pytest.fixture
+def p3(scale: Scale) -> P3Protocol:
+    """Source P3's protocol at this test's scale."""
+    return p3_protocol(scale)
+
+
+@dataclass(frozen=True)
+class P4Protocol:
+    """P4 (Masters & Luschi): batch size m with a constant per-example lr, eta = m * eta~.
+
+    Plain SGD (no momentum, no weight decay), constant lr, fixed epochs, crop + flip,
+    ResNet-9 with BatchNorm over each batch. Paper scale: width 16 on all of CIFAR-10,
+    10 epochs; cpu scale: width 4 on the first 1,024 images for 2 epochs (a batch of 2
+    then takes 1,024 steps). "Stable" means the run did not diverge and its last tenth of
+    training loss is below 2.0 (chance is ln 10 = 2.30).
+    """
+
+    scale: Scale
+    base: RunSpec
+    batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    per_example_lrs: tuple[float, ...] = (2**-10, 2**-8, 2**-6, 2**-4, 2**-2)
+    stable_loss: float = 2.0
+
+    def run(self, m: int, per_example_lr: float, **changes: object) -> RunSpec:
+        return self.base.replace(batch_size=m, lr=m * per_example_lr, **changes)
+
+
+def p4_protocol(scale: Scale) -> P4Protocol:
+    paper = scale.is_paper
+    base = RunSpec(
+        model="resnet9", model_options={"width": 16 if paper else 4}, dataset="cifar10",
+        train_subset=None if paper else 1024, test_subset=None if paper else 2000,
+        precision="fp32", epochs=10 if paper else 2, optimizer="sgd", momentum=0.0,
+        augment="crop_flip", device=scale.device,
+    )
+    return P4Protocol(scale, base)
+
+
+@pytest.fixture
+def p4(scale: Scale) -> P4Protocol:
+    """Source P4's protocol at this test's scale."""
+    return p4_protocol(scale)

@@ -9,6 +9,14 @@ import pytest
 
 from cnnconv import stats
 
+SLOW_SECONDS = 250  # the Fashion-MNIST arms at cpu scale, 2 cores
+
+# Generalisation, which the source did not try: the same claims on Fashion-MNIST too
+# (Debian's dataset-fashion-mnist; 1x28x28, the same ResNet-18 with one input channel).
+pytestmark = pytest.mark.parametrize("dataset", [
+    "cifar10", pytest.param("fashion-mnist", marks=pytest.mark.slow(seconds=SLOW_SECONDS)),
+])
+
 SAME_LOSS = 0.03  # "about the same": within 3% of the mean (see test_p0_precision.py)
 
 
@@ -23,7 +31,7 @@ def batch_arms(arms, p0):
 
 
 @pytest.mark.xfail_at_scale(
-    "cpu", reason=(
+    "cpu", dataset="cifar10", reason=(
         'measured (5 seeds): over the first 50 iterations batch 16 sits 0.13 [0.08, 0.17]'
         " above batch 64, outside the 3% margin; at the cpu scale's 1/20 windows the "
         'first window is still the steep start of training, where batch noise shows'

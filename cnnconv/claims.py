@@ -115,13 +115,19 @@ class Arm:
 class Arms:
     """Hands out arms for one claim test, all over the same seeds."""
 
-    def __init__(self, fetch: Callable[[list[RunSpec]], list[RunResult]], seeds: int) -> None:
+    def __init__(self, fetch: Callable[[list[RunSpec], int | None], list[RunResult]],
+                 seeds: int) -> None:
         self._fetch = fetch
         self.seeds = seeds
         self.requested: list[Arm] = []
 
-    def __call__(self, seeds: int | None = None, **specs: RunSpec) -> list[Arm]:
-        """One ``Arm`` per keyword, in order; ``seeds`` raises this claim's minimum."""
+    def __call__(self, seeds: int | None = None, stack: int | None = None,
+                 **specs: RunSpec) -> list[Arm]:
+        """One ``Arm`` per keyword, in order; ``seeds`` raises this claim's minimum.
+
+        ``stack=1`` trains missing runs one seed per computation (for claims about a
+        single run's wall clock); by default the session's ``--cnnconv-stack`` applies.
+        """
         if not specs:
             raise TypeError("name at least one arm, e.g. arms(fp64=spec)")
         count = max(self.seeds, seeds or 0)
@@ -129,7 +135,7 @@ class Arms:
         for label, spec in specs.items():
             if not isinstance(spec, RunSpec):
                 raise TypeError(f"arm {label!r} must be a RunSpec, got {type(spec).__name__}")
-            runs = self._fetch([spec.replace(seed=seed) for seed in range(count)])
+            runs = self._fetch([spec.replace(seed=seed) for seed in range(count)], stack)
             arms.append(Arm(label, spec.replace(seed=0), runs))
         self.requested.extend(arms)
         return arms

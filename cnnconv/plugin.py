@@ -53,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cnnconv-stack", type=int, default=0, metavar="N",
                     help="train at most N seeds of an arm as one vectorised computation "
                          "(default: all of them; 1 trains seed by seed)")
+    group.addoption("--cnnconv-slow", action="store_true",
+                    help="also run the claims marked slow at cpu scale (their runs take "
+                         "minutes each on 2 cores)")
     group.addoption("--cnnconv-fresh", action="store_true",
                     help="retrain runs even when the store has them")
     group.addoption("--cnnconv-report", metavar="PATH", type=Path,
@@ -73,8 +76,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "claim(id, source, sentence, paper): a test of one claim from CLAIMS.md; "
         "the test returns a cnnconv.stats.Decision")
     config.addinivalue_line(
-        "markers", "xfail_at_scale(scale, reason): a strict xfail for that scale only -- a "
-        "claim measured not to replicate there")
+        "markers", "xfail_at_scale(scale, reason, **params): a strict xfail for that scale "
+        "only (and only where the test's parameters match params) -- a claim measured not to "
+        "replicate there")
+    config.addinivalue_line(
+        "markers", "slow(seconds): a claim whose cpu-scale runs take about that long on 2 "
+        "cores; at cpu scale it runs only with --cnnconv-slow")
     scales = [s.strip() for s in config.getoption("--cnnconv-scale").split(",") if s.strip()]
     unknown = sorted(set(scales) - set(SCALES))
     if unknown:
@@ -115,11 +122,12 @@ class ClaimSession:
     def is_worker(self) -> bool:
         return hasattr(self.config, "workerinput")
 
-    def fetch(self, specs: list[RunSpec]) -> list[RunResult]:
-        """Runs from the store, the missing ones trained ``--cnnconv-stack`` seeds at a time."""
+    def fetch(self, specs: list[RunSpec], stack: int | None = None) -> list[RunResult]:
+        """Runs from the store, the missing ones trained ``stack`` (default
+        ``--cnnconv-stack``) seeds at a time."""
         data_dir = self.config.getoption("--cnnconv-data")
         fresh = self.config.getoption("--cnnconv-fresh")
-        size = self.config.getoption("--cnnconv-stack") or len(specs)
+        size = stack or self.config.getoption("--cnnconv-stack") or len(specs)
 
         def teacher_weights(spec: RunSpec) -> Any:
             return self.store.get_or_train(spec, lambda s: train(s, data_dir=data_dir)).weights
@@ -157,21 +165,22 @@ class ClaimSession:
             return
         terminalreporter.write_sep("=", "cnnconv claims")
         terminalreporter.write_line(
-            f"{'claim':<16} {'scale':<6} {'verdict':<13} {'outcome':<8} "
+            f"{'claim':<16} {'scale':<6} {'data':<13} {'verdict':<13} {'outcome':<8} "
             f"{'effect [CI]':<34} {'p':>9} {'n':>4}")
-        for record in sorted(self.records, key=lambda r: (r["id"], r["scale"])):
+        for record in sorted(self.records, key=record_order):
             d = record["decision"]
             effect = f"{d['effect']:+.4g} [{d['ci'][0]:+.3g}, {d['ci'][1]:+.3g}]"
             terminalreporter.write_line(
-                f"{record['id']:<16} {record['scale'] or '-':<6} {d['verdict']:<13} "
-                f"{record['outcome']:<8} {effect:<34} {d['p_value']:>9.3g} {d['n']:>4}")
+                f"{record['id']:<16} {record['scale'] or '-':<6} {record.get('dataset') or '-':<13} "
+                f"{d['verdict']:<13} {record['outcome']:<8} {effect:<34} {d['p_value']:>9.3g} "
+                f"{d['n']:>4}")
 
     def pytest_sessionfinish(self) -> None:
         """Write the verdict JSON, the baseline and the report (on the controller only)."""
         if self.is_worker:
             return
         config = self.config
-        records = sorted(self.records, key=lambda r: (r["id"], r["scale"]))
+        records = sorted(self.records, key=record_order)
         json_path = config.getoption("--cnnconv-json")
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +196,11 @@ class ClaimSession:
             from cnnconv.report import write_report
 
             write_report(records, self.store, report_path)
+
+
+def record_order(record: dict[str, Any]) -> tuple[str, str, str]:
+    """Claims sorted by ID, then scale, then data set."""
+    return record["id"], record["scale"], record.get("dataset", "")
 
 
 def worker_device(worker_id: str | None, device_count: int) -> str:
@@ -215,14 +229,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
     for item in items:
         callspec = getattr(item, "callspec", None)
-        scale = callspec.params.get("scale") if callspec else None
+        params = callspec.params if callspec else {}
         for marker in item.iter_markers("xfail_at_scale"):
-            if marker.args and marker.args[0] == scale:
+            wanted = {k: v for k, v in marker.kwargs.items() if k != "reason"}
+            if marker.args and marker.args[0] == params.get("scale") and all(
+                    params.get(k) == v for k, v in wanted.items()):
                 item.add_marker(pytest.mark.xfail(
                     strict=True, reason=marker.kwargs["reason"], raises=pytest.fail.Exception))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    slow = item.get_closest_marker("slow")
+    callspec = getattr(item, "callspec", None)
+    at_cpu = callspec is not None and callspec.params.get("scale") == "cpu"
+    if slow is not None and at_cpu and not item.config.getoption("--cnnconv-slow"):
+        seconds = slow.kwargs.get("seconds", slow.args[0] if slow.args else "?")
+        pytest.skip(f"slow at cpu scale (about {seconds} s of training on 2 cores); "
+                    "run it with --cnnconv-slow")
     if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
         pytest.skip(
             f"needs a CUDA GPU: torch {torch.__version__} sees none here "
@@ -284,6 +307,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         "sentence": marker.kwargs.get("sentence", ""),
         "paper": marker.kwargs.get("paper", ""),
         "scale": scale.name if isinstance(scale, Scale) else "",
+        "dataset": factory.requested[0].spec.dataset if factory and factory.requested else "",
         "decision": decision.as_dict(),
         "arms": arm_records,
         "regressions": [r.as_dict() for r in regressions],

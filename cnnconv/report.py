@@ -74,7 +74,7 @@ def plot_claim(record: dict[str, Any], store: RunStore, path: Path) -> bool:
     for index, (start, stop) in enumerate(sorted(shaded)):
         ax.axvspan(start, stop, color="grey", alpha=0.08 + 0.05 * (index % 2), lw=0)
     verdict = record["decision"]["verdict"]
-    ax.set_title(f"{record['id']} ({record['scale']} scale): {verdict}", fontsize=11)
+    ax.set_title(f"{record['id']} ({_where(record)}): {verdict}", fontsize=11)
     ax.set_xlabel("epoch" if by_epoch else "iteration")
     ax.set_ylabel("training loss (mean over seeds, 95% CI)")
     if drawn:
@@ -116,20 +116,21 @@ def write_report(records: list[dict[str, Any]], store: RunStore, path: Path) -> 
         "CIs are two-sided at 1 - 2 alpha. Data is CIFAR-10 (JPEG) unless a claim says "
         "otherwise.",
         "",
-        "| claim | scale | verdict | test outcome | effect [CI] | p | n |",
-        "|---|---|---|---|---|---|---|",
+        "| claim | scale | data | verdict | test outcome | effect [CI] | p | n |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for record in records:
         d = record["decision"]
         anchor = _anchor(record)
         lines.append(
-            f"| [{record['id']}](#{anchor}) | {record['scale'] or '-'} | **{d['verdict']}** | "
+            f"| [{record['id']}](#{anchor}) | {record['scale'] or '-'} | "
+            f"{record.get('dataset') or '-'} | **{d['verdict']}** | "
             f"{record.get('outcome', '')} | {d['effect']:+.4g} [{d['ci'][0]:+.3g}, "
             f"{d['ci'][1]:+.3g}] | {d['p_value']:.3g} | {d['n']} |")
     for record in records:
         d = record["decision"]
         figure = figures / f"{_anchor(record)}.png"
-        lines += ["", f"## <a id=\"{_anchor(record)}\"></a>{record['id']} ({record['scale']} scale)",
+        lines += ["", f"## <a id=\"{_anchor(record)}\"></a>{record['id']} ({_where(record)})",
                   "", f"> {record['sentence']}", ""]
         if record.get("paper"):
             lines += [f"**Source ({record['source']}):** {record['paper']}", ""]
@@ -145,5 +146,12 @@ def write_report(records: list[dict[str, Any]], store: RunStore, path: Path) -> 
     return path
 
 
+def _where(record: dict[str, Any]) -> str:
+    """"cpu scale", or "cpu scale, fashion-mnist" off the sources' CIFAR-10."""
+    dataset = record.get("dataset")
+    where = f"{record['scale'] or 'no'} scale"
+    return f"{where}, {dataset}" if dataset and dataset != "cifar10" else where
+
+
 def _anchor(record: dict[str, Any]) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", f"{record['id']}-{record['scale']}".lower()).strip("-")
+    return re.sub(r"[^a-z0-9]+", "-", f"{record['id']}-{_where(record)}".lower()).strip("-")

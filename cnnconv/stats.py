@@ -494,3 +494,68 @@ def std_contains(x: ArrayLike, value: float, *, alpha: float = 0.05, label: str 
         SUPPORTED if low <= value <= high else REFUTED, float(min(1.0, p)), s, (low, high), n,
         alpha, "chi-square CI of the std", label, effect_name=f"std (claimed {value:g})",
     )
+
+
+def trend(
+    levels: ArrayLike, values: ArrayLike, *, decreasing: bool = True, alpha: float = 0.05,
+    label: str = "",
+) -> Decision:
+    """Claim: ``values`` fall (or rise) monotonically with ``levels`` (Kendall's tau).
+
+    For one number per level (a count over a grid, say), where a paired test has nothing
+    to pair. One-sided ``scipy.stats.kendalltau``; the effect is tau with an interval from
+    the Fieller-Hartley-Pearson standard error ``sqrt(0.437 / (n - 4))``, n >= 5.
+    """
+    x, y = np.asarray(levels, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if len(x) != len(y) or len(x) < 5:
+        raise ValueError(f"trend needs at least 5 paired levels and values, got {len(x)}, {len(y)}")
+    claim = sps.kendalltau(x, y, alternative="less" if decreasing else "greater")
+    against = sps.kendalltau(x, y, alternative="greater" if decreasing else "less")
+    tau = float(claim.statistic) if np.isfinite(claim.statistic) else 0.0
+    p_claim = float(claim.pvalue) if np.isfinite(claim.pvalue) else 1.0
+    p_against = float(against.pvalue) if np.isfinite(against.pvalue) else 1.0
+    half = sps.norm.ppf(1 - alpha) * np.sqrt(0.437 / (len(x) - 4))
+    return Decision(_verdict(p_claim, p_against, alpha), p_claim, tau,
+                    (max(-1.0, tau - half), min(1.0, tau + half)), len(x), alpha,
+                    "Kendall's tau, one-sided", label,
+                    effect_name=f"tau (claimed {'<' if decreasing else '>'} 0)")
+
+
+def argmax_within(
+    groups: Sequence[ArrayLike], levels: Sequence[float], low: float, high: float, *,
+    paired: bool = True, alpha: float = 0.05, label: str = "",
+) -> Decision:
+    """Claim: the best level (highest mean) lies in [low, high].
+
+    ``groups[i]`` holds one value per seed at ``levels[i]``. Like ``interior_maximum``: a
+    level inside the range must beat every level outside it (an intersection-union test,
+    its p the largest of its one-sided p-values), with a Bonferroni correction over the
+    inside candidates for picking the best after seeing the data. Refuted when, the same
+    way, some level outside beats every level inside. (A bootstrap of the argmax is not
+    used: with few seeds it sides with the observed argmax even when all levels are equal.)
+    """
+    names = [f"{level:g}" for level in levels]
+    inside = [i for i, level in enumerate(levels) if low <= level <= high]
+    outside = [i for i in range(len(levels)) if i not in inside]
+    if not inside or not outside:
+        raise ValueError(f"[{low:g}, {high:g}] must split the levels {', '.join(names)}")
+
+    def beats_all(candidates: list[int], others: list[int]) -> tuple[float, Decision]:
+        best_p, best_part = 2.0, None
+        for i in candidates:
+            parts = [greater(groups[i], groups[j], paired=paired, alpha=alpha,
+                             label=f"{names[i]} > {names[j]}") for j in others]
+            weakest = max(parts, key=lambda d: d.p_value)
+            p = min(1.0, len(candidates) * weakest.p_value)
+            if p < best_p:
+                best_p, best_part = p, weakest
+        assert best_part is not None
+        return best_p, best_part
+
+    p_claim, part = beats_all(inside, outside)
+    p_against, _ = beats_all(outside, inside)
+    return Decision(
+        _verdict(p_claim, p_against, alpha), p_claim, part.effect, part.ci, part.n, alpha,
+        f"intersection-union, Bonferroni over {len(inside)} candidates", label,
+        effect_name=f"{part.effect_name} ({part.label})", seeds_needed=part.seeds_needed,
+        parts=(part,))

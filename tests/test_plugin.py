@@ -62,8 +62,9 @@ def test_supported_passes_refuted_fails_xfail_holds_and_gpu_skips(claims_run, tm
         ("T-LEARN", "supported", "passed"), ("T-WRONG", "refuted", "failed"),
         ("T-XFAIL", "refuted", "xfailed")}
     report = (tmp_path / "report" / "README.md").read_text()
-    assert "T-LEARN" in report and "figures/t-learn-cpu.png" in report
-    assert (tmp_path / "report" / "figures" / "t-learn-cpu.png").stat().st_size > 10_000
+    assert "T-LEARN" in report and "figures/t-learn-cpu-scale-synthetic.png" in report
+    assert (tmp_path / "report" / "figures" / "t-learn-cpu-scale-synthetic.png").stat().st_size > 10_000
+    assert all(v["dataset"] == "synthetic" for v in verdicts)
     learn = next(v for v in verdicts if v["id"] == "T-LEARN")
     assert learn["arms"][0]["windows"] == [[30, 40]] and len(learn["arms"][0]["keys"]) == 3
 
@@ -92,6 +93,43 @@ def test_unknown_baseline_and_scale_are_usage_errors(claims_run):
     result.stderr.fnmatch_lines(["*no baseline 'nope'*save one with --cnnconv-save-baseline=nope*"])
     result = claims_run("--cnnconv-scale=huge")
     result.stderr.fnmatch_lines(["*unknown scale huge; choose from cpu, paper*"])
+
+
+SLOW_AND_PARAMETRIZED = '''
+import pytest
+from cnnconv import stats
+from cnnconv.train import RunSpec
+
+def spec(lr, scale):
+    return RunSpec(model="resnet9", model_options={"width": 4}, dataset="synthetic",
+                   precision="fp32", batch_size=32, iterations=30, lr=lr, device=scale.device)
+
+@pytest.mark.slow(seconds=42)
+@pytest.mark.claim("T-SLOW")
+def test_slow(arms, scale):
+    (a,) = arms(a=spec(0.05, scale))
+    return stats.exact(a.n, a.n == 3)
+
+@pytest.mark.parametrize("direction", ["right", "wrong"])
+@pytest.mark.xfail_at_scale("cpu", direction="wrong", reason="measured: the wrong way round")
+@pytest.mark.claim("T-PARAM")
+def test_param(arms, scale, direction):
+    trained, frozen = arms(trained=spec(0.05, scale), frozen=spec(0.0, scale))
+    low, high = (trained, frozen) if direction == "right" else (frozen, trained)
+    return stats.less(low.window_mean(20, 30), high.window_mean(20, 30))
+'''
+
+
+def test_slow_claims_need_the_option_and_xfail_matches_parameters(pytester, tmp_path):
+    pytester.makepyfile(test_slow=SLOW_AND_PARAMETRIZED)
+    common = ["--cnnconv-scale=cpu", f"--cnnconv-store={tmp_path}", "--cnnconv-seeds=3", "-rs"]
+    quick = pytester.runpytest_subprocess(*common, "--cnnconv-stack=2")
+    quick.assert_outcomes(passed=1, xfailed=1, skipped=1)
+    quick.stdout.fnmatch_lines(["*slow at cpu scale (about 42 s of training*--cnnconv-slow*"])
+    journal = (tmp_path / "computed.jsonl").read_text().splitlines()
+    assert [json.loads(line)["stack"] for line in journal] == [2, 2, 1] * 2  # 3 seeds: 2 + 1
+    full = pytester.runpytest_subprocess(*common, "--cnnconv-slow")
+    full.assert_outcomes(passed=2, xfailed=1)
 
 
 def test_xfail_at_scale_does_not_hide_other_errors(pytester):

@@ -156,3 +156,28 @@ def test_bootstrap_ci_covers_the_mean():
     sample = rng.normal(5, 1, 40)
     low, high = stats.bootstrap_ci(sample, lambda x, axis=-1: x.mean(axis))
     assert low < 5 < high
+
+
+def test_trend_detects_a_falling_count_and_rejects_a_rising_one():
+    levels = np.log2([2, 4, 8, 16, 32, 64, 128, 256])
+    falling = stats.trend(levels, [5, 5, 4, 4, 3, 2, 1, 1])
+    assert falling.supported and falling.effect < -0.8
+    rising = stats.trend(levels, [1, 1, 2, 3, 4, 4, 5, 5])
+    assert rising.verdict == "refuted"
+    flat = stats.trend(levels, [3, 3, 3, 3, 3, 3, 3, 3])
+    assert flat.verdict == "inconclusive"
+    with pytest.raises(ValueError, match="at least 5"):
+        stats.trend([1, 2], [2, 1])
+
+
+def test_argmax_within_locates_the_best_level_and_can_reject():
+    rng = np.random.default_rng(0)
+    levels = [2, 4, 8, 16, 32, 64, 128, 256]
+    peak_at_8 = [0.8 - 0.02 * abs(i - 2) + rng.normal(0, 0.003, 8) for i in range(8)]
+    inside = stats.argmax_within(peak_at_8, levels, 2, 32)
+    assert inside.supported and "8 > 64" in inside.effect_name
+    peak_at_128 = [0.8 - 0.02 * abs(i - 6) + rng.normal(0, 0.003, 8) for i in range(8)]
+    assert stats.argmax_within(peak_at_128, levels, 2, 32).verdict == "refuted"
+    alarms = sum(stats.argmax_within([0.8 + rng.normal(0, 0.05, 4) for _ in range(8)],
+                                     levels, 2, 32).supported for _ in range(200))
+    assert alarms <= 20  # equal levels: "supported" at most about alpha of the time

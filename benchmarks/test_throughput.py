@@ -1,0 +1,135 @@
+"""Training throughput: cnnconv's engine, with 1..N seeds stacked, against the plain eager
+loop P0's code would be. Seed-iterations per second (N seeds x steps / s) and, on CUDA,
+peak memory per seed go to ``extra_info``.
+
+The plain loop is the textbook PyTorch recipe: a map-style Dataset that normalises, pads,
+crops and flips each image on the host, a DataLoader that shuffles and collates, a copy
+of every batch to the device, and ``loss.item()`` each step for the running average.
+cnnconv keeps the data on the device, augments whole batches there, and syncs once per
+``CHECK_EVERY`` steps. Same model, batch, optimizer and precision; iterations per second
+(evaluation excluded) go to ``extra_info``.
+
+    pytest benchmarks -k throughput --benchmark-only --benchmark-json=benchmarks/results/NAME.json
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from cnnconv import data as data_mod
+from cnnconv.models import build_model
+from cnnconv.precision import get_mode, precision
+from cnnconv.train import RunSpec, train_seeds
+
+STEPS = {"cpu": 40, "cuda": 300}
+
+
+class HostAugmentedCifar(Dataset):
+    """Per-sample normalise + pad-4 crop + flip on the host, as torchvision transforms do."""
+
+    def __init__(self, split: data_mod.Split, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.images, self.labels = split.images, split.labels
+        self.mean, self.std = mean[:, None, None], std[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = (self.images[index].float() / 255 - self.mean) / self.std
+        padded = F.pad(image, (4, 4, 4, 4))
+        dy, dx = torch.randint(0, 9, (2,)).tolist()
+        image = padded[:, dy:dy + 32, dx:dx + 32]
+        if torch.rand(()) < 0.5:
+            image = image.flip(2)
+        return image, self.labels[index]
+
+
+def plain_loop_speed(dataset: data_mod.Dataset, model: str, model_options: dict,
+                     batch_size: int, steps: int, device: str, mode: str) -> float:
+    """Iterations per second of the textbook loop (after a few warm-up steps)."""
+    torch.manual_seed(0)
+    dtype = get_mode(mode).param_dtype
+    network = build_model(model, **model_options).to(device, dtype)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9)
+    loader = DataLoader(HostAugmentedCifar(dataset.train, *dataset.mean_std),
+                        batch_size=batch_size, shuffle=True, drop_last=True)
+    warmup, running = 3, 0.0
+    with precision(mode, device):
+        for step, (x, y) in enumerate(loader):
+            if step == warmup:
+                started = time.perf_counter()
+            x, y = x.to(device, dtype), y.to(device)
+            with get_mode(mode).autocast(torch.device(device).type):
+                loss = F.cross_entropy(network(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running += loss.item()  # the per-step host sync of every tutorial loop
+            if step == warmup + steps - 1:
+                break
+    return steps / (time.perf_counter() - started)
+
+
+def engine_speed(dataset: data_mod.Dataset, model: str, model_options: dict, batch_size: int,
+                 steps: int, device: str, mode: str, seeds: int) -> tuple[float, float | None]:
+    """Seed-iterations per second of cnnconv training ``seeds`` seeds as one computation,
+    and the peak CUDA memory per seed (None on the CPU)."""
+    spec = RunSpec(model=model, model_options=model_options, dataset="cifar10", precision=mode,
+                   batch_size=batch_size, iterations=steps, device=device, test_subset=1000)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    runs = train_seeds([spec.replace(seed=s) for s in range(seeds)], dataset=dataset)
+    memory = torch.cuda.max_memory_allocated() / seeds if device == "cuda" else None
+    return seeds * runs[0].iterations_per_second, memory
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_dir) -> data_mod.Dataset:
+    return data_mod.load_cifar10(cifar_dir)
+
+
+# (model, options, batch, precision): P0's ResNet-18 at batch 64 in tf32 and bf16, and
+# P2's ResNet-9 at batch 512. The CPU runs only the cpu scale's width-8 ResNet-18.
+CASES = {
+    "resnet18-b64-tf32": ("resnet18", {}, 64, "tf32"),
+    "resnet18-b64-bf16": ("resnet18", {}, 64, "bf16"),
+    "resnet9-b512-bf16": ("resnet9", {}, 512, "amp_bf16"),
+    "resnet18w8-b64-tf32": ("resnet18", {"width": 8}, 64, "tf32"),
+}
+GPU_SEEDS = (1, 4, 16, 64)
+CPU_SEEDS = (1, 4)
+
+
+def _params():
+    for case in CASES:
+        cpu = case == "resnet18w8-b64-tf32"
+        for seeds in ("plain", *(CPU_SEEDS if cpu else GPU_SEEDS)):
+            marks = [] if cpu else [pytest.mark.gpu]
+            yield pytest.param("cpu" if cpu else "cuda", case, seeds, marks=marks,
+                               id=f"{'cpu' if cpu else 'cuda'}-{case}-{seeds}")
+
+
+@pytest.mark.parametrize("device,case,seeds", list(_params()))
+def test_training_throughput(benchmark, cifar, device, case, seeds):
+    """Seed-iterations per second: the plain eager loop, then cnnconv with N seeds."""
+    model, options, batch, mode = CASES[case]
+    steps = STEPS[device]
+    result = {}
+
+    def measure():
+        if seeds == "plain":
+            result["speed"] = plain_loop_speed(cifar, model, options, batch, steps, device, mode)
+        else:
+            result["speed"], result["memory"] = engine_speed(
+                cifar, model, options, batch, steps, device, mode, seeds)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    benchmark.extra_info.update(case=case, device=device, seeds=seeds, steps=steps,
+                                seed_iterations_per_second=result["speed"],
+                                memory_per_seed_bytes=result.get("memory"))
+    assert result["speed"] > 0

@@ -1,0 +1,105 @@
+"""Source P4 (Masters & Luschi, 2018): revisiting small-batch training.
+
+With the learning rate per example held fixed (eta = m * eta~, for a mean loss), the paper
+sweeps the batch size m from 2 to 256 over a grid of eta~ and finds the best test accuracy
+at small m (2 to 32), a range of stable eta~ that shrinks as m grows, and that BatchNorm
+over very small batches hurts.
+"""
+
+import numpy as np
+import pytest
+
+from cnnconv import stats
+
+SWEEP_SECONDS = 600
+
+
+def sweep(arms, p4):
+    """Every (m, eta~) arm, keyed by (m, eta~)."""
+    specs = {(m, lr): p4.run(m, lr) for m in p4.batch_sizes for lr in p4.per_example_lrs}
+    found = arms(**{f"m{m}_lr2^{np.log2(lr):.0f}": spec for (m, lr), spec in specs.items()})
+    return dict(zip(specs, found))
+
+
+def stable(arm, p4):
+    """Per seed: finished without diverging, with the last tenth's loss below the bar."""
+    out = []
+    for run in arm.runs:
+        tail = run.losses[-max(1, len(run.losses) // 10):]
+        out.append(run.diverged_at is None and float(np.mean(tail)) < p4.stable_loss)
+    return np.array(out)
+
+
+def best_accuracy(grid, p4, m):
+    """Per seed, the accuracy at m of the eta~ with the best mean (0 for unstable runs)."""
+    rows = [np.array([run.final_test_accuracy if run.diverged_at is None else 0.0
+                      for run in grid[(m, lr)].runs]) for lr in p4.per_example_lrs]
+    return rows[int(np.argmax([row.mean() for row in rows]))]
+
+
+@pytest.mark.slow(seconds=SWEEP_SECONDS)
+@pytest.mark.claim(
+    "P4-SMALL", source="P4",
+    sentence="With a constant per-example learning rate, the best test accuracy is reached "
+             "at batch sizes m between 2 and 32.",
+    paper="CIFAR-10 ResNets: best results for m = 2..32 (Figures 4-6)",
+)
+def test_best_accuracy_at_a_small_batch(arms, p4, alpha):
+    grid = sweep(arms, p4)
+    groups = [best_accuracy(grid, p4, m) for m in p4.batch_sizes]
+    return stats.argmax_within(groups, p4.batch_sizes, 2, 32, alpha=alpha,
+                               label="batch size of the best accuracy")
+
+
+@pytest.mark.slow(seconds=SWEEP_SECONDS)
+@pytest.mark.claim(
+    "P4-RANGE", source="P4",
+    sentence="The range of learning rates that train stably shrinks as the batch grows.",
+    paper="the stable eta~ range narrows with m (Figures 4-6)",
+)
+def test_stable_learning_rates_shrink_with_batch_size(arms, p4, alpha):
+    grid = sweep(arms, p4)
+    counts = [sum(stable(grid[(m, lr)], p4).mean() > 0.5 for lr in p4.per_example_lrs)
+              for m in p4.batch_sizes]
+    return stats.trend(np.log2(p4.batch_sizes), counts, decreasing=True, alpha=alpha,
+                       label=f"stable eta~ per m: {dict(zip(p4.batch_sizes, counts))}")
+
+
+@pytest.mark.slow(seconds=SWEEP_SECONDS)
+@pytest.mark.claim(
+    "P4-BN", source="P4",
+    sentence="BatchNorm over very small batches hurts: m = 2 trains worse than a moderate m = 8.",
+    paper="with BN the best m is 4..8; m = 2 is worse (Section 4.3)",
+)
+def test_tiny_batchnorm_batches_hurt(arms, p4, alpha):
+    grid = sweep(arms, p4)
+    return stats.greater(best_accuracy(grid, p4, 8), best_accuracy(grid, p4, 2), alpha=alpha,
+                         label="best accuracy at m = 8 > at m = 2")
+
+
+@pytest.mark.slow(seconds=SWEEP_SECONDS)
+@pytest.mark.claim(
+    "P4-WARMUP", source="P4",
+    sentence="Warmup helps a large batch, but does not bring it up to the small-batch "
+             "accuracy.",
+    paper="gradual warmup improves m = 256..4096 without reaching the small-m results",
+)
+def test_warmup_helps_large_batches_but_not_enough(arms, p4, alpha):
+    grid = sweep(arms, p4)
+    large = max(p4.batch_sizes)
+    best_lr = p4.per_example_lrs[int(np.argmax(
+        [np.mean([r.final_test_accuracy if r.diverged_at is None else 0.0
+                  for r in grid[(large, lr)].runs]) for lr in p4.per_example_lrs]))]
+    # Warmup lets the large batch try twice the best eta~ it reached without it.
+    warm, cold = arms(warmup=p4.run(large, 2 * best_lr, warmup=0.2),
+                      no_warmup=grid[(large, best_lr)].spec)
+    accuracy = [np.array([r.final_test_accuracy if r.diverged_at is None else 0.0
+                          for r in arm.runs]) for arm in (warm, cold)]
+    small = max((best_accuracy(grid, p4, m) for m in p4.batch_sizes if m <= 32),
+                key=lambda row: row.mean())
+    return stats.all_of([
+        stats.greater(accuracy[0], accuracy[1], alpha=alpha,
+                      label=f"m = {large}: warmup at 2x eta~ > no warmup at the best eta~"),
+        stats.greater(small, accuracy[0], alpha=alpha,
+                      label="best small batch > large batch with warmup"),
+    ], alpha=alpha)
