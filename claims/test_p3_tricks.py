@@ -74,6 +74,10 @@ def test_zero_gamma_does_not_hurt_and_helps_early(arms, p3, alpha):
     ], alpha=alpha)
 
 
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    "measured (5 seeds): accuracy without bias decay -0.0015 [-0.013, +0.010] against the "
+    "baseline; the one-point non-inferiority margin is not yet shown (about 14 seeds "
+    "would settle it)"))
 @pytest.mark.claim(
     "P3-NOBIASDECAY", source="P3",
     sentence="Applying weight decay only to conv and linear weights (not biases, not BN) "
@@ -125,6 +129,10 @@ def test_cosine_decay_is_at_least_as_good_as_step_decay(arms, p3, alpha):
                          label="cosine not worse than step decay")
 
 
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    "measured (5 seeds): label smoothing costs accuracy at cpu scale, -0.0076 [-0.015, "
+    "-0.0002]; a width-4 ResNet-9 after 8 epochs on 2,560 images underfits, and "
+    "smoothing regularises further"))
 @pytest.mark.claim(
     "P3-LS", source="P3",
     sentence="Label smoothing (epsilon 0.1) improves test accuracy.",

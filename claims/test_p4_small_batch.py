@@ -32,8 +32,7 @@ def stable(arm, p4):
 
 def best_accuracy(grid, p4, m):
     """Per seed, the accuracy at m of the eta~ with the best mean (0 for unstable runs)."""
-    rows = [np.array([run.final_test_accuracy if run.diverged_at is None else 0.0
-                      for run in grid[(m, lr)].runs]) for lr in p4.per_example_lrs]
+    rows = [grid[(m, lr)].final_accuracy(diverged=0.0) for lr in p4.per_example_lrs]
     return rows[int(np.argmax([row.mean() for row in rows]))]
 
 
@@ -88,13 +87,11 @@ def test_warmup_helps_large_batches_but_not_enough(arms, p4, alpha):
     grid = sweep(arms, p4)
     large = max(p4.batch_sizes)
     best_lr = p4.per_example_lrs[int(np.argmax(
-        [np.mean([r.final_test_accuracy if r.diverged_at is None else 0.0
-                  for r in grid[(large, lr)].runs]) for lr in p4.per_example_lrs]))]
+        [grid[(large, lr)].final_accuracy(diverged=0.0).mean() for lr in p4.per_example_lrs]))]
     # Warmup lets the large batch try twice the best eta~ it reached without it.
     warm, cold = arms(warmup=p4.run(large, 2 * best_lr, warmup=0.2),
                       no_warmup=grid[(large, best_lr)].spec)
-    accuracy = [np.array([r.final_test_accuracy if r.diverged_at is None else 0.0
-                          for r in arm.runs]) for arm in (warm, cold)]
+    accuracy = [arm.final_accuracy(diverged=0.0) for arm in (warm, cold)]
     small = max((best_accuracy(grid, p4, m) for m in p4.batch_sizes if m <= 32),
                 key=lambda row: row.mean())
     return stats.all_of([

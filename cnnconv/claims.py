@@ -80,9 +80,15 @@ class Arm:
                 )
         return self.runs
 
-    def per_seed(self, summary: Callable[[RunResult], float]) -> np.ndarray:
-        """Any per-run summary, one value per seed."""
-        return np.array([summary(run) for run in self._healthy()])
+    def per_seed(self, summary: Callable[[RunResult], float],
+                 diverged: float | None = None) -> np.ndarray:
+        """Any per-run summary, one value per seed. With ``diverged`` given, a diverged
+        run counts as that value (a claim about fitting: a diverged run fits nothing)
+        instead of raising ``RunDiverged``."""
+        if diverged is None:
+            return np.array([summary(run) for run in self._healthy()])
+        return np.array([diverged if run.diverged_at is not None else summary(run)
+                         for run in self.runs])
 
     def window_mean(self, start: int, stop: int) -> np.ndarray:
         """Mean training loss over iterations [start, stop), per seed."""
@@ -99,14 +105,14 @@ class Arm:
         self.windows.add((start, stop))
         return self.per_seed(lambda run: stats.jitter(run.losses, start, stop))
 
-    def train_accuracy(self, start: int, stop: int) -> np.ndarray:
+    def train_accuracy(self, start: int, stop: int, diverged: float | None = None) -> np.ndarray:
         """Training accuracy over iterations [start, stop), per seed (dropout active)."""
         self.windows.add((start, stop))
-        return self.per_seed(lambda run: run.train_accuracy(start, stop))
+        return self.per_seed(lambda run: run.train_accuracy(start, stop), diverged)
 
-    def final_accuracy(self) -> np.ndarray:
+    def final_accuracy(self, diverged: float | None = None) -> np.ndarray:
         """Test accuracy at the end of the run, per seed."""
-        return self.per_seed(lambda run: run.final_test_accuracy)
+        return self.per_seed(lambda run: run.final_test_accuracy, diverged)
 
     def wall_time(self) -> np.ndarray:
         return np.array([run.wall_time for run in self.runs])

@@ -49,7 +49,7 @@ def test_a_stacked_seed_matches_its_single_run_within_rounding(precision, tiny, 
                                                                 monkeypatch):
     specs = _specs(precision)
     single = [train(spec, dataset=tiny) for spec in specs]
-    stacked = train_seeds(specs, dataset=tiny)
+    stacked = train_seeds(specs, dataset=tiny, vectorise=True)
     assert [r.spec for r in stacked] == specs
     assert all(r.environment["stack"] == "3" for r in stacked)
     assert all(r.eval_iterations == [15, 30] for r in stacked)
@@ -66,9 +66,10 @@ def test_a_stacked_seed_matches_its_single_run_within_rounding(precision, tiny, 
 
 def test_stacked_seeds_are_independent(tiny):
     """Seed 1's run does not depend on which seeds share its stack."""
-    a = train_seeds(_specs("fp64", seeds=2), dataset=tiny)[1]
+    a = train_seeds(_specs("fp64", seeds=2), dataset=tiny, vectorise=True)[1]
     b = train_seeds([s.replace(seed=seed) for s, seed in zip(_specs("fp64", seeds=2), (7, 1))],
-                    dataset=tiny)[1]
+                    dataset=tiny, vectorise=True)[1]
+    assert a.environment["stack"] == b.environment["stack"] == "2"
     assert np.array_equal(a.losses, b.losses)
 
 
@@ -76,6 +77,9 @@ def test_models_with_dropout_train_one_seed_at_a_time(tiny):
     assert not vectorisable(build_model("lenet5")) and vectorisable(build_model("resnet9"))
     with pytest.raises(ValueError, match="one seed at a time"):
         SeedStack([build_model("lenet5"), build_model("lenet5")])
+    with pytest.raises(ValueError, match="one seed at a time"):
+        train_seeds(_specs("fp32", seeds=2, model="lenet5", model_options={}), dataset=tiny,
+                    vectorise=True)
     specs = _specs("fp32", seeds=2, model="lenet5", model_options={})
     runs = train_seeds(specs, dataset=tiny)
     assert [r.environment["stack"] for r in runs] == ["1", "1"]
