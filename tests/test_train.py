@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnconv.train import RunSpec, lr_multipliers, total_iterations, train
+from cnnconv.train import RunSpec, lr_multipliers, total_iterations, train, train_seeds
 
 
 def spec(**changes):
@@ -104,3 +104,23 @@ def test_cuda_device_without_cuda_is_a_clear_error(tiny):
 def test_real_cifar10_short_run(cifar_dir):
     result = train(spec(dataset="cifar10", iterations=20, eval_at=()), data_dir=str(cifar_dir))
     assert np.isfinite(result.losses).all() and 0.05 < result.final_test_accuracy < 0.6
+
+
+def test_distillation_uses_each_seeds_teacher(tiny):
+    teacher = spec(model="resnet9", model_options={"width": 8}, iterations=20, eval_at=())
+    asked = []
+
+    def supply(teacher_spec):
+        asked.append(teacher_spec)
+        return train(teacher_spec, dataset=tiny).weights
+
+    student = spec(model="resnet9", model_options={"width": 4}, iterations=20, eval_at=(),
+                   teacher=teacher, distill_temperature=4.0)
+    runs = train_seeds([student, student.replace(seed=1)], dataset=tiny, teacher_weights=supply)
+    assert [t.seed for t in asked] == [0, 1] and all(t.keep_weights for t in asked)
+    assert all(np.isfinite(r.losses).all() for r in runs)
+    alone = train(student.replace(teacher=None), dataset=tiny)
+    assert not np.array_equal(runs[0].losses, alone.losses)  # the soft targets count
+    assert student.key() != student.replace(teacher=teacher.replace(lr=0.1)).key()
+    with pytest.raises(ValueError, match="has no teacher"):
+        alone.spec.teacher_spec()
