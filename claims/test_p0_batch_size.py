@@ -37,6 +37,9 @@ def batch_arms(arms, p0):
         'first window is still the steep start of training, where batch noise shows'
     ),
 )
+@pytest.mark.xfail_at_scale("cpu", dataset="fashion-mnist", reason=(
+    'measured on Fashion-MNIST (5 seeds): over the first 50 iterations batch 16 sits 0.34'
+    ' [0.32, 0.35] above batch 64, far outside the 3% margin'))
 @pytest.mark.claim(
     "P0-BS-1", source="P0",
     sentence="In the first 1000 iterations, batch sizes 16, 32 and 64 give about the same loss.",
@@ -70,6 +73,10 @@ def final_windows(p0):
             "b16": p0.final_window(4 * steps)}
 
 
+@pytest.mark.xfail_at_scale("cpu", dataset="fashion-mnist", reason=(
+    'measured on Fashion-MNIST (5 seeds): at equal compute batch 16, 32 and 64 end within'
+    ' +0.022 and +0.024 of each other, inside the margins but not shown to be (about 21 s'
+    'eeds would settle it)'))
 @pytest.mark.claim(
     "P0-BS-3", source="P0",
     sentence="At equal compute (equal samples seen), all batch sizes end near loss 1.0.",

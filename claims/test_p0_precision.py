@@ -21,6 +21,10 @@ pytestmark = pytest.mark.parametrize("dataset", [
 SAME_RATE = 0.03
 
 
+@pytest.mark.xfail_at_scale("cpu", dataset="fashion-mnist", reason=(
+    'measured on Fashion-MNIST (5 seeds): fp64 - tf32 window means -0.028, -0.024, -0.017'
+    ' against margins of 0.042, 0.029, 0.026; TOST undecided at n=5 (22-66 seeds would se'
+    'ttle it)'))
 @pytest.mark.claim(
     "P0-PREC-1", source="P0",
     sentence="TF32 and FP64 converge at about the same rate.",
@@ -44,6 +48,10 @@ def test_tf32_and_fp64_converge_at_about_the_same_rate(arms, p0, alpha):
         'sets in after ~3000 iterations, past the cpu-scale run'
     ),
 )
+@pytest.mark.xfail_at_scale("cpu", dataset="fashion-mnist", reason=(
+    'measured on Fashion-MNIST (5 seeds): bf16 sits no higher than tf32 (+0.002 [-0.037, '
+    '+0.041] mid-run) and still descends at iteration 250; as on CIFAR-10, the plateau is'
+    ' past the cpu-scale run'))
 @pytest.mark.claim(
     "P0-PREC-2", source="P0",
     sentence="BF16 converges more slowly and plateaus: after about 3000 iterations it makes "
@@ -68,6 +76,9 @@ def test_bf16_converges_more_slowly_and_plateaus(arms, p0, alpha):
     ])
 
 
+@pytest.mark.xfail_at_scale("cpu", dataset="fashion-mnist", reason=(
+    'measured on Fashion-MNIST (5 seeds): jitter fp64 - tf32 = -0.0003 [-0.0077, +0.0071]'
+    ', no difference at this scale'))
 @pytest.mark.claim(
     "P0-PREC-3", source="P0",
     sentence="FP64 is slightly more stable than TF32.",

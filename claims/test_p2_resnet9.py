@@ -34,6 +34,10 @@ def test_resnet9_reaches_94_percent(arms, p2, scale, alpha):
 
 
 @pytest.mark.slow(seconds=60)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): std of final accuracy 1.38% [0.90%, 3.3%] at cpu scale; a width-'
+    '4 ResNet-9 tested on 2,000 images after 8 epochs on 2,560 varies ten times more than'
+    ' the full recipe'))
 @pytest.mark.claim(
     "P2-STD", source="P2",
     sentence="The run-to-run standard deviation of final test accuracy is about 0.15%.",
@@ -45,6 +49,10 @@ def test_run_to_run_spread_is_0_15_percent(arms, p2, scale, alpha):
 
 
 @pytest.mark.slow(seconds=300)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): the first step holds (+8.1 points), 3x3 -> max pool +4.0 is unde'
+    'cided, global max pool + 2x width gains nothing (-0.5) and the final step loses 5.2 '
+    'points [1.3, 9.0] at width 4 on 2,560 images'))
 @pytest.mark.claim(
     "P2-LADDER", source="P2",
     sentence="Each step of the 20-epoch ablation ladder improves test accuracy.",

@@ -19,6 +19,10 @@ def baseline(arms, p3):
 
 
 @pytest.mark.slow(seconds=120)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): scaling the lr helps batch 512 (+8.1 points over unscaled) but l'
+    'eaves it 7.2 [6.1, 8.3] points below batch 128: at 8 epochs on 2,560 images batch 51'
+    '2 makes only 40 steps'))
 @pytest.mark.claim(
     "P3-LINSCALE", source="P3",
     sentence="With lr = 0.1 * b / 256, a 4x larger batch keeps the small-batch accuracy; "
@@ -37,6 +41,10 @@ def test_linear_scaling_keeps_large_batch_accuracy(arms, p3, alpha):
 
 
 @pytest.mark.slow(seconds=60)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): warmup calms the start (early jitter -0.0053 [-0.0070, -0.0037])'
+    ' but ends 1.7 [0.5, 2.8] points lower: with 40 steps in all, 8 of them warming up co'
+    'st progress'))
 @pytest.mark.claim(
     "P3-WARMUP", source="P3",
     sentence="A linear warmup stabilises large-batch, high-lr training: a calmer start and "
@@ -56,6 +64,10 @@ def test_warmup_stabilises_large_batch_training(arms, p3, alpha):
 
 
 @pytest.mark.slow(seconds=40)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): zero-gamma ResNet-9 starts slower (+0.045 loss over the first fi'
+    'fth) and ends 10.4 points lower; at width 4 and 160 steps the identity-initialised r'
+    'esidual branches do not catch up'))
 @pytest.mark.claim(
     "P3-ZEROGAMMA", source="P3",
     sentence="Initialising the last BN weight of each residual block to 0 does not hurt "
@@ -96,8 +108,9 @@ FP16_SPEEDUP = 2.0
 
 @pytest.mark.slow(seconds=100)
 @pytest.mark.xfail_at_scale("cpu", reason=(
-    "a CPU has no fp16 tensor cores: float16 autocast runs slower than fp32 there, so the "
-    "2x throughput half of the claim cannot hold at cpu scale"))
+    "measured (5 seeds): without tensor cores, float16 autocast steps run 1.22x as fast as "
+    "fp32 on this CPU, short of 2x; accuracy -0.27 points, within one point but not yet "
+    "shown so (about 8 seeds)"))
 @pytest.mark.claim(
     "P3-FP16", source="P3",
     sentence="Mixed-precision (fp16) training is 2-3x faster than fp32, with no loss of "
@@ -145,6 +158,9 @@ def test_label_smoothing_improves_accuracy(arms, p3, alpha):
 
 
 @pytest.mark.slow(seconds=150)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): at 16 epochs on 2,560 images mixup still costs 1.5 [0.9, 2.1] po'
+    'ints; the cpu-scale network underfits, where mixup does not help'))
 @pytest.mark.claim(
     "P3-MIXUP", source="P3",
     sentence="Mixup (alpha 0.2) improves accuracy, given a longer schedule.",

@@ -37,6 +37,10 @@ def best_accuracy(grid, p4, m):
 
 
 @pytest.mark.slow(seconds=SWEEP_SECONDS)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): best accuracies of m = 32 and 64 differ by +1.2 [-0.8, +3.1] poi'
+    'nts; the best small batch is not yet shown to beat every large one (about 20 seeds w'
+    'ould settle it)'))
 @pytest.mark.claim(
     "P4-SMALL", source="P4",
     sentence="With a constant per-example learning rate, the best test accuracy is reached "
@@ -51,6 +55,10 @@ def test_best_accuracy_at_a_small_batch(arms, p4, alpha):
 
 
 @pytest.mark.slow(seconds=SWEEP_SECONDS)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): no run at cpu scale gets its last-tenth loss below 2.0 (2 epochs'
+    ' on 1,024 images; accuracy at most 24%), so every count is 0: the cpu scale is too s'
+    'hort to tell a stable learning rate from a slow one'))
 @pytest.mark.claim(
     "P4-RANGE", source="P4",
     sentence="The range of learning rates that train stably shrinks as the batch grows.",
@@ -58,13 +66,16 @@ def test_best_accuracy_at_a_small_batch(arms, p4, alpha):
 )
 def test_stable_learning_rates_shrink_with_batch_size(arms, p4, alpha):
     grid = sweep(arms, p4)
-    counts = [sum(stable(grid[(m, lr)], p4).mean() > 0.5 for lr in p4.per_example_lrs)
+    counts = [int(sum(stable(grid[(m, lr)], p4).mean() > 0.5 for lr in p4.per_example_lrs))
               for m in p4.batch_sizes]
     return stats.trend(np.log2(p4.batch_sizes), counts, decreasing=True, alpha=alpha,
                        label=f"stable eta~ per m: {dict(zip(p4.batch_sizes, counts))}")
 
 
 @pytest.mark.slow(seconds=SWEEP_SECONDS)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): best accuracy at m = 8 is +0.9 [-1.6, +3.5] points over m = 2, u'
+    'ndecided (about 54 seeds would settle it)'))
 @pytest.mark.claim(
     "P4-BN", source="P4",
     sentence="BatchNorm over very small batches hurts: m = 2 trains worse than a moderate m = 8.",
@@ -77,6 +88,10 @@ def test_tiny_batchnorm_batches_hurt(arms, p4, alpha):
 
 
 @pytest.mark.slow(seconds=SWEEP_SECONDS)
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    'measured (5 seeds): small batches beat m = 256 with warmup by 10.9 [8.3, 13.5] point'
+    's, but warmup at twice the best eta~ does not beat no warmup at m = 256 (-2.4 [-4.8,'
+    ' +0.05])'))
 @pytest.mark.claim(
     "P4-WARMUP", source="P4",
     sentence="Warmup helps a large batch, but does not bring it up to the small-batch "

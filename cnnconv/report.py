@@ -21,6 +21,8 @@ from scipy import stats as sps
 
 from cnnconv.store import RunStore
 
+LEGEND_ARMS = 12
+
 
 def smooth(values: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average along the last axis, ``width`` points wide.
@@ -78,7 +80,11 @@ def plot_claim(record: dict[str, Any], store: RunStore, path: Path) -> bool:
     ax.set_xlabel("epoch" if by_epoch else "iteration")
     ax.set_ylabel("training loss (mean over seeds, 95% CI)")
     if drawn:
-        ax.legend(fontsize=8)
+        if len(record["arms"]) <= LEGEND_ARMS:
+            ax.legend(fontsize=8)
+        else:  # a sweep: a legend of dozens of arms would bury the curves
+            ax.text(0.99, 0.98, f"{len(record['arms'])} arms (see the table)", ha="right",
+                    va="top", transform=ax.transAxes, fontsize=8)
         ax.grid(alpha=0.3)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
