@@ -30,10 +30,14 @@ def stable(arm, p4):
     return np.array(out)
 
 
+def best_lr(grid, p4, m):
+    """The eta~ with the best mean test accuracy at m (a diverged run counts as 0)."""
+    return max(p4.per_example_lrs, key=lambda lr: grid[(m, lr)].final_accuracy(diverged=0.0).mean())
+
+
 def best_accuracy(grid, p4, m):
-    """Per seed, the accuracy at m of the eta~ with the best mean (0 for unstable runs)."""
-    rows = [grid[(m, lr)].final_accuracy(diverged=0.0) for lr in p4.per_example_lrs]
-    return rows[int(np.argmax([row.mean() for row in rows]))]
+    """Per seed, the accuracy at m of the eta~ with the best mean."""
+    return grid[(m, best_lr(grid, p4, m))].final_accuracy(diverged=0.0)
 
 
 @pytest.mark.slow(seconds=SWEEP_SECONDS)
@@ -101,11 +105,10 @@ def test_tiny_batchnorm_batches_hurt(arms, p4, alpha):
 def test_warmup_helps_large_batches_but_not_enough(arms, p4, alpha):
     grid = sweep(arms, p4)
     large = max(p4.batch_sizes)
-    best_lr = p4.per_example_lrs[int(np.argmax(
-        [grid[(large, lr)].final_accuracy(diverged=0.0).mean() for lr in p4.per_example_lrs]))]
+    best = best_lr(grid, p4, large)
     # Warmup lets the large batch try twice the best eta~ it reached without it.
-    warm, cold = arms(warmup=p4.run(large, 2 * best_lr, warmup=0.2),
-                      no_warmup=grid[(large, best_lr)].spec)
+    warm, cold = arms(warmup=p4.run(large, 2 * best, warmup=0.2),
+                      no_warmup=grid[(large, best)].spec)
     accuracy = [arm.final_accuracy(diverged=0.0) for arm in (warm, cold)]
     small = max((best_accuracy(grid, p4, m) for m in p4.batch_sizes if m <= 32),
                 key=lambda row: row.mean())

@@ -65,6 +65,10 @@ class Split:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    def head(self, count: int | None) -> Split:
+        """The first ``count`` samples (all of them for None): CPU-scale subsets."""
+        return self if count is None else Split(self.images[:count], self.labels[:count])
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -341,6 +345,12 @@ class DeviceLoader:
         self.generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
         self.batches_per_epoch = len(split) // batch_size
         self.iterations = 0
+        # Index grids for cropping, the same every step: built once.
+        c, h, w = self.images.shape[1:]
+        self._rows = torch.arange(h, device=self.device)
+        self._cols = torch.arange(w, device=self.device)
+        self._sample = torch.arange(len(seeds) * batch_size, device=self.device)[:, None, None, None]
+        self._channel = torch.arange(c, device=self.device)[None, :, None, None]
 
     @property
     def samples_seen(self) -> int:
@@ -374,14 +384,11 @@ class DeviceLoader:
         seeds, batch, c, h, w = x.shape
         aug = self.augmentation
         x = x.flatten(0, 1)
-        rows = torch.arange(h, device=self.device)
-        cols = torch.arange(w, device=self.device)
+        rows, cols = self._rows, self._cols
         if aug.crop_and_flip:
             offsets = draws["offsets"][:, :, part].transpose(0, 1).flatten(1)  # [2, N*B]
             padded = F.pad(x, (4, 4, 4, 4), mode=aug.pad_mode)
-            sample = torch.arange(x.shape[0], device=self.device)[:, None, None, None]
-            channel = torch.arange(c, device=self.device)[None, :, None, None]
-            x = padded[sample, channel, (offsets[0, :, None] + rows)[:, None, :, None],
+            x = padded[self._sample, self._channel, (offsets[0, :, None] + rows)[:, None, :, None],
                        (offsets[1, :, None] + cols)[:, None, None, :]]
             flips = draws["flips"][:, part].flatten()
             x = torch.where(flips[:, None, None, None], x.flip(3), x)
@@ -401,7 +408,7 @@ class DeviceLoader:
                 part = slice(step * self.batch_size, (step + 1) * self.batch_size)
                 index = draws["order"][:, part]
                 x = (self.images[index].to(self.dtype) - self.shift) * self.scale
-                if self.augmentation != AUGMENTATIONS["none"]:
+                if self.augmentation.crop_and_flip or self.augmentation.cutout:
                     x = self._augment(x, draws, part)
                 self.iterations += 1
                 partners = draws["partners"][:, step] if self.partners else None

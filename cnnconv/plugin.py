@@ -28,7 +28,7 @@ from cnnconv import stats
 from cnnconv.claims import SCALES, Arms, Scale
 from cnnconv.data import DataError
 from cnnconv.store import RunStore, default_store_dir
-from cnnconv.train import RunResult, RunSpec, train, train_seeds
+from cnnconv.train import RunResult, RunSpec, train_seeds
 
 ARMS_KEY = pytest.StashKey[Arms]()
 SESSION_KEY = pytest.StashKey["ClaimSession"]()
@@ -129,8 +129,8 @@ class ClaimSession:
         fresh = self.config.getoption("--cnnconv-fresh")
         size = stack or self.config.getoption("--cnnconv-stack") or len(specs)
 
-        def teacher_weights(spec: RunSpec) -> Any:
-            return self.store.get_or_train(spec, lambda s: train(s, data_dir=data_dir)).weights
+        def teacher_weights(teachers: list[RunSpec]) -> list[Any]:
+            return [run.weights for run in self.store.get_or_train_many(teachers, compute)]
 
         def compute(todo: list[RunSpec]) -> list[RunResult]:
             return train_seeds(todo, data_dir=data_dir, teacher_weights=teacher_weights)

@@ -410,32 +410,42 @@ def interior_maximum(
     if len(groups) < 3:
         raise ValueError("an interior maximum needs at least three levels")
     names = list(labels or [f"level{i}" for i in range(len(groups))])
-    first, last = groups[0], groups[-1]
-    candidates = []
-    for index in range(1, len(groups) - 1):
-        vs_first = greater(groups[index], first, paired=paired, alpha=alpha,
-                           label=f"{names[index]} > {names[0]}")
-        vs_last = greater(groups[index], last, paired=paired, alpha=alpha,
-                          label=f"{names[index]} > {names[-1]}")
-        candidates.append((vs_first, vs_last))
-    k = len(candidates)
-    p_values = [min(1.0, k * max(a.p_value, b.p_value)) for a, b in candidates]
-    best = int(np.argmin(p_values))
-    vs_first, vs_last = candidates[best]
-    if p_values[best] < alpha:
+    interior, ends = list(range(1, len(groups) - 1)), [0, len(groups) - 1]
+    tested = _intersection_union(groups, interior, ends, names, paired, alpha)
+    p_claim, parts = min(tested, key=lambda t: t[0])
+    if p_claim < alpha:
         verdict = SUPPORTED
-    elif all(a.verdict == REFUTED or b.verdict == REFUTED for a, b in candidates):
+    elif all(any(d.verdict == REFUTED for d in comparisons) for _, comparisons in tested):
         verdict = REFUTED
     else:
         verdict = INCONCLUSIVE
-    weakest = vs_first if vs_first.p_value >= vs_last.p_value else vs_last
+    weakest = max(parts, key=lambda d: d.p_value)
+    peak = weakest.label.split(" > ")[0]
     return Decision(
-        verdict, p_values[best], weakest.effect, weakest.ci, weakest.n, alpha,
-        f"intersection-union, Bonferroni over {k} interior levels",
-        label or f"peak at {names[best + 1]}", weakest.effect_name + f" ({weakest.label})",
-        seeds_needed=weakest.seeds_needed,
-        parts=(vs_first, vs_last),
+        verdict, p_claim, weakest.effect, weakest.ci, weakest.n, alpha,
+        f"intersection-union, Bonferroni over {len(interior)} interior levels",
+        label or f"peak at {peak}", weakest.effect_name + f" ({weakest.label})",
+        seeds_needed=weakest.seeds_needed, parts=tuple(parts),
     )
+
+
+def _intersection_union(
+    groups: Sequence[ArrayLike], candidates: list[int], others: list[int], names: list[str],
+    paired: bool, alpha: float,
+) -> list[tuple[float, list[Decision]]]:
+    """Per candidate level: does it beat every level in ``others``?
+
+    An intersection-union test: a candidate's p is the largest of its one-sided p-values
+    against the others, times a Bonferroni factor of ``len(candidates)`` that pays for
+    picking the best candidate after seeing the data. Returns (p, comparisons) per
+    candidate; callers take the smallest p.
+    """
+    tested = []
+    for i in candidates:
+        parts = [greater(groups[i], groups[j], paired=paired, alpha=alpha,
+                         label=f"{names[i]} > {names[j]}") for j in others]
+        tested.append((min(1.0, len(candidates) * max(d.p_value for d in parts)), parts))
+    return tested
 
 
 def most_often(successes: ArrayLike, *, share: float = 0.5, alpha: float = 0.05,
@@ -539,21 +549,10 @@ def argmax_within(
     outside = [i for i in range(len(levels)) if i not in inside]
     if not inside or not outside:
         raise ValueError(f"[{low:g}, {high:g}] must split the levels {', '.join(names)}")
-
-    def beats_all(candidates: list[int], others: list[int]) -> tuple[float, Decision]:
-        best_p, best_part = 2.0, None
-        for i in candidates:
-            parts = [greater(groups[i], groups[j], paired=paired, alpha=alpha,
-                             label=f"{names[i]} > {names[j]}") for j in others]
-            weakest = max(parts, key=lambda d: d.p_value)
-            p = min(1.0, len(candidates) * weakest.p_value)
-            if p < best_p:
-                best_p, best_part = p, weakest
-        assert best_part is not None
-        return best_p, best_part
-
-    p_claim, part = beats_all(inside, outside)
-    p_against, _ = beats_all(outside, inside)
+    p_claim, parts = min(_intersection_union(groups, inside, outside, names, paired, alpha),
+                         key=lambda t: t[0])
+    p_against = min(p for p, _ in _intersection_union(groups, outside, inside, names, paired, alpha))
+    part = max(parts, key=lambda d: d.p_value)
     return Decision(
         _verdict(p_claim, p_against, alpha), p_claim, part.effect, part.ci, part.n, alpha,
         f"intersection-union, Bonferroni over {len(inside)} candidates", label,

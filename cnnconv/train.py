@@ -284,7 +284,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 Progress = Callable[[int, int, float], None]
-TeacherWeights = Callable[[RunSpec], Mapping[str, Tensor]]
+TeacherWeights = Callable[[list[RunSpec]], list[Mapping[str, Any] | None]]
 
 
 def train(
@@ -318,19 +318,19 @@ def train_seeds(
     ``vectorise`` (default: where it pays) stacks the seeds; by default fp64 on a CPU
     trains seed by seed, as the CPU has no fast grouped fp64 convolution (measured, 2
     cores, ResNet-18 width 8: 22 seed-iterations/s stacked against 29 one by one).
-    ``teacher_weights(teacher_spec)`` supplies a distillation teacher's trained weights;
-    by default the teacher is trained here, uncached.
+    ``teacher_weights(teacher_specs)`` supplies the distillation teachers' trained weights,
+    one per seed; by default the teachers are trained here (together), uncached.
     """
     base = _common_spec(specs)
     device = resolve_device(base.device)
     data = dataset or data_mod.load_dataset(base.dataset, data_dir)
-    models = [_initial_model(spec, data, device) for spec in specs]
+    first = _initial_model(specs[0], data, device)
     if vectorise is None:
-        vectorise = vectorisable(models[0]) and not (
-            device.type == "cpu" and base.precision == "fp64")
+        vectorise = vectorisable(first) and not (device.type == "cpu" and base.precision == "fp64")
     if len(specs) > 1 and not vectorise:
         return [run for spec in specs
                 for run in train_seeds([spec], data_dir, data, progress, teacher_weights, cuda_graph)]
+    models = [first, *(_initial_model(spec, data, device) for spec in specs[1:])]
     return _Training(list(specs), data, device, SeedStack(models), progress,
                      teacher_weights, cuda_graph).run()
 
@@ -361,10 +361,13 @@ def _teacher_stack(specs: list[RunSpec], data: data_mod.Dataset, device: torch.d
     """Each seed's distillation teacher (``spec.teacher`` at that seed), stacked, eval mode."""
     if specs[0].teacher is None:
         return None
+    teacher_specs = [spec.teacher_spec() for spec in specs]
+    if supply is None:
+        found = [run.weights for run in train_seeds(teacher_specs, dataset=data)]
+    else:
+        found = supply(teacher_specs)
     teachers = []
-    for spec in specs:
-        teacher_spec = spec.teacher_spec()
-        weights = supply(teacher_spec) if supply else train(teacher_spec, dataset=data).weights
+    for teacher_spec, weights in zip(teacher_specs, found):
         if weights is None:
             raise ValueError(f"teacher {teacher_spec.label()} kept no weights")
         model = _initial_model(teacher_spec, data, device)
@@ -383,14 +386,9 @@ class _Training:
         self.specs, self.data, self.device, self.stack = specs, data, device, stack
         self.progress = progress
         self.mode = get_mode(spec.precision)
-        split = data.train
-        if spec.train_subset is not None:
-            split = data_mod.Split(split.images[: spec.train_subset], split.labels[: spec.train_subset])
+        split = data.train.head(spec.train_subset)
         self.iterations = total_iterations(spec, len(split))
-        test = data.test
-        if spec.test_subset is not None:
-            test = data_mod.Split(test.images[: spec.test_subset], test.labels[: spec.test_subset])
-        self.test = test
+        self.test = data.test.head(spec.test_subset)
         self.eval_points = sorted({i for i in spec.eval_at if 0 < i < self.iterations} | {self.iterations})
         mean, std = data.mean_std
         self.loader = data_mod.DeviceLoader(

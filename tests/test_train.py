@@ -110,9 +110,9 @@ def test_distillation_uses_each_seeds_teacher(tiny):
     teacher = spec(model="resnet9", model_options={"width": 8}, iterations=20, eval_at=())
     asked = []
 
-    def supply(teacher_spec):
-        asked.append(teacher_spec)
-        return train(teacher_spec, dataset=tiny).weights
+    def supply(teacher_specs):
+        asked.extend(teacher_specs)
+        return [run.weights for run in train_seeds(teacher_specs, dataset=tiny)]
 
     student = spec(model="resnet9", model_options={"width": 4}, iterations=20, eval_at=(),
                    teacher=teacher, distill_temperature=4.0)
