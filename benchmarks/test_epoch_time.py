@@ -16,7 +16,8 @@ from itertools import pairwise
 import pytest
 
 from cnnconv import data as data_mod
-from cnnconv.train import RunSpec, train
+from cnnconv.spec import RunSpec
+from cnnconv.train import train
 
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 SUBSET = {"cpu": 2560, "cuda": None}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from cnnconv.claims import Scale
-from cnnconv.train import RunSpec
+from cnnconv.spec import RunSpec
 
 
 @dataclass(frozen=True)

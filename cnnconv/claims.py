@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnnconv import stats
-from cnnconv.train import RunResult, RunSpec
+from cnnconv.result import RunResult
+from cnnconv.spec import RunSpec
 
 
 class RunDiverged(RuntimeError):

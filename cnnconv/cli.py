@@ -12,9 +12,12 @@ from pathlib import Path
 from cnnconv import data as data_mod
 from cnnconv.models import MODELS, build_model, count_parameters
 from cnnconv.precision import MODES
+from cnnconv.result import RunResult
+from cnnconv.schedule import SCHEDULES
 from cnnconv.seeds import OPTIMIZERS
+from cnnconv.spec import RunSpec
 from cnnconv.store import RunStore, default_store_dir
-from cnnconv.train import SCHEDULES, RunResult, RunSpec, train_seeds
+from cnnconv.train import train_seeds
 
 
 def _model_option(text: str) -> tuple[str, object]:
@@ -60,11 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="ignore a cached result")
     run.add_argument("--json", type=Path, dest="json_out", help="write the result here")
 
+    doctor = commands.add_parser(
+        "doctor", help="check that this machine computes what cnnconv says (run once per GPU runner)")
+    doctor.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where present, else cpu)")
     commands.add_parser("models", help="list models with parameter counts")
 
     data = commands.add_parser("data", help="show the data sets found, or fetch one")
     data.add_argument("action", nargs="?", choices=["show", "fetch"], default="show")
-    data.add_argument("name", nargs="?", choices=["cifar10"], default="cifar10")
+    data.add_argument("name", nargs="?", choices=["cifar10", "fashion-mnist"], default="cifar10")
     data.add_argument("--data-dir")
 
     store = commands.add_parser("store", help="list or prune the run store")
@@ -159,7 +165,8 @@ def _models() -> int:
 
 def _data(args: argparse.Namespace) -> int:
     if args.action == "fetch":
-        print(f"fetched {data_mod.fetch_cifar10()}")
+        fetch = data_mod.fetch_cifar10 if args.name == "cifar10" else data_mod.fetch_fashion_mnist
+        print(f"fetched {fetch()}")
         return 0
     print("searched, in order: " + ", ".join(
         f"{how}={path}" for how, path in data_mod.candidate_dirs(args.data_dir)))
@@ -189,6 +196,24 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    """Print the self-check's table row by row; exit 1 if a check failed."""
+    import torch
+
+    from cnnconv import doctor
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cpu":
+        print("cnnconv doctor: no CUDA GPU here (torch.cuda.is_available() is False): running "
+              "the CPU half (TF32 emulated, dtypes per mode)")
+    print(doctor.format_row(doctor.Check("check", "measured", "expected")))
+    checks = doctor.run_checks(device, report=lambda check: print(doctor.format_row(check), flush=True))
+    failed = [c.name for c in checks if c.passed is False]
+    print(f"{len(checks) - len(failed)} of {len(checks)} rows ok" + (
+        f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def _claims(args: argparse.Namespace, pytest_args_extra: list[str]) -> int:
     import pytest
 
@@ -213,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "models":
             return _models()
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command == "data":
             return _data(args)
         if args.command == "store":

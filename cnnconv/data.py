@@ -7,9 +7,10 @@ torchvision's layout); batches may hold any number of rows. Fashion-MNIST is rea
 four IDX ``.gz`` files, also from Debian's ``dataset-fashion-mnist`` location.
 
 The loader keeps each split as one uint8 tensor on the device. Every batch is gathered,
-normalised, cropped and flipped there, for N seeds at once; the shuffle and augmentation
-draw from a generator per seed, so two runs with the same seed see the same images in the
-same order with the same crops (common random numbers across the arms of a claim).
+normalised, cropped and flipped there, for N seeds at once; the shuffle, the augmentation
+and the model's dropout masks draw from a generator per seed, so two runs with the same
+seed see the same images in the same order with the same crops (common random numbers
+across the arms of a claim).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import struct
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,14 @@ FASHION_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# the md5 of each file as published in Fashion-MNIST's README (zalandoresearch/fashion-mnist)
+FASHION_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                    "sandal", "shirt", "sneaker", "bag", "ankle boot")
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")
@@ -133,8 +142,8 @@ def find_fashion_mnist(data_dir: str | Path | None = None) -> Path:
     raise DataError(
         "Fashion-MNIST not found (looked in "
         + ", ".join(map(str, places))
-        + "). Install Debian's dataset-fashion-mnist, or point --data-dir / CNNCONV_DATA at "
-        "a directory holding its four *-ubyte.gz files"
+        + "). Run `cnnconv data fetch fashion-mnist`, install Debian's dataset-fashion-mnist, "
+        "or point --data-dir / CNNCONV_DATA at a directory holding its four *-ubyte.gz files"
     )
 
 
@@ -257,22 +266,37 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     return synthetic()
 
 
+def _download(url: str, path: Path, md5: str, by_hand: str) -> None:
+    """Download ``url`` to ``path`` and check its published md5."""
+    try:
+        urllib.request.urlretrieve(url, path)
+    except OSError as error:
+        raise DataError(f"could not download {url} ({error}); without a network, {by_hand}") from error
+    digest = hashlib.md5(path.read_bytes()).hexdigest()
+    if digest != md5:
+        raise DataError(f"{path.name} has md5 {digest}, expected {md5}; retry")
+
+
+def fetch_fashion_mnist(dest: Path | None = None) -> Path:
+    """Download Fashion-MNIST's four files from its official URL and check their md5."""
+    target = (dest or cache_dir()) / FASHION_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target) as tmp:
+        for name, md5 in FASHION_MD5.items():
+            _download(FASHION_URL + name, Path(tmp) / name, md5,
+                      f"install Debian's dataset-fashion-mnist or copy the files into {target}")
+        for name in FASHION_MD5:
+            os.replace(Path(tmp) / name, target / name)
+    return target
+
+
 def fetch_cifar10(dest: Path | None = None) -> Path:
     """Download CIFAR-10 from its official URL, check the official md5, and unpack it."""
     dest = dest or cache_dir()
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         archive = Path(tmp) / "cifar-10-python.tar.gz"
-        try:
-            urllib.request.urlretrieve(CIFAR10_URL, archive)
-        except OSError as error:
-            raise DataError(
-                f"could not download {CIFAR10_URL} ({error}); without a network, copy "
-                f"{CIFAR10_DIR}/ into {dest} by hand"
-            ) from error
-        digest = hashlib.md5(archive.read_bytes()).hexdigest()
-        if digest != CIFAR10_MD5:
-            raise DataError(f"{archive.name} has md5 {digest}, expected {CIFAR10_MD5}; retry")
+        _download(CIFAR10_URL, archive, CIFAR10_MD5, f"copy {CIFAR10_DIR}/ into {dest} by hand")
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
         target = dest / CIFAR10_DIR
@@ -301,22 +325,26 @@ AUGMENTATIONS = {
 
 @dataclass(frozen=True)
 class Batch:
-    """One step's batches for N seeds: images ``[N, B, C, H, W]``, labels ``[N, B]``, and
-    (for mixup) each sample's partner in its batch, ``[N, B]``."""
+    """One step's batches for N seeds: images ``[N, B, C, H, W]``, labels ``[N, B]``,
+    (for mixup) each sample's partner in its batch, ``[N, B]``, and (for a model with
+    dropout) one keep-mask ``[N, B, ...]`` per dropout call."""
 
     images: Tensor
     labels: Tensor
     partners: Tensor | None = None
+    dropout: tuple[Tensor, ...] = ()
 
 
 class DeviceLoader:
     """Batches for N seeds at once, drawn on the device from a split kept there as uint8.
 
     Each seed has its own generator (seeded by that seed) and draws, once per epoch, a
-    permutation of the split and every sample's crop offset, flip, cutout corner and mixup
-    partner. So a seed sees the same data whichever seeds it is stacked with, and each step
-    gathers and augments all seeds' batches in a few kernels. A partial last batch is
-    dropped, so ``samples_seen == iterations * batch_size`` per seed exactly.
+    permutation of the split and every sample's crop offset, flip, cutout corner, mixup
+    partner and dropout masks (``dropout``: ``(p, per-sample shape)`` per dropout call of
+    the model, ``seeds.dropout_shapes``). So a seed sees the same data whichever seeds it is
+    stacked with, and each step gathers and augments all seeds' batches in a few kernels.
+    A partial last batch is dropped, so ``samples_seen == iterations * batch_size`` per
+    seed exactly.
     """
 
     def __init__(
@@ -330,6 +358,7 @@ class DeviceLoader:
         seeds: list[int] | tuple[int, ...],
         augment: str = "crop_flip",
         partners: bool = False,
+        dropout: Sequence[tuple[float, tuple[int, ...]]] = (),
     ) -> None:
         if batch_size > len(split):
             raise ValueError(f"batch size {batch_size} exceeds the {len(split)} samples of the split")
@@ -342,6 +371,7 @@ class DeviceLoader:
         self.dtype = dtype
         self.augmentation = AUGMENTATIONS[augment]
         self.partners = partners
+        self.dropout = list(dropout)
         self.generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
         self.batches_per_epoch = len(split) // batch_size
         self.iterations = 0
@@ -378,6 +408,9 @@ class DeviceLoader:
             if self.partners:
                 draw("partners", torch.rand(self.batches_per_epoch, self.batch_size, **kwargs)
                      .argsort(dim=1))
+            positions = self.batches_per_epoch * self.batch_size
+            for layer, (p, shape) in enumerate(self.dropout):
+                draw(f"dropout{layer}", torch.rand(positions, *shape, **kwargs) >= p)
         return {name: torch.stack(values) for name, values in draws.items()}
 
     def _augment(self, x: Tensor, draws: dict[str, Tensor], part: slice) -> Tensor:
@@ -412,7 +445,8 @@ class DeviceLoader:
                     x = self._augment(x, draws, part)
                 self.iterations += 1
                 partners = draws["partners"][:, step] if self.partners else None
-                yield Batch(x, self.labels[index], partners)
+                masks = tuple(draws[f"dropout{layer}"][:, part] for layer in range(len(self.dropout)))
+                yield Batch(x, self.labels[index], partners, masks)
 
 
 def evaluation_batches(

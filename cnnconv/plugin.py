@@ -27,8 +27,10 @@ import torch
 from cnnconv import stats
 from cnnconv.claims import SCALES, Arms, Scale
 from cnnconv.data import DataError
+from cnnconv.result import RunResult
+from cnnconv.spec import RunSpec
 from cnnconv.store import RunStore, default_store_dir
-from cnnconv.train import RunResult, RunSpec, train_seeds
+from cnnconv.train import train_seeds
 
 ARMS_KEY = pytest.StashKey[Arms]()
 SESSION_KEY = pytest.StashKey["ClaimSession"]()

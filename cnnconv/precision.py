@@ -1,10 +1,26 @@
 """Numeric precision modes, and TF32 emulated on the CPU.
 
-A mode fixes three things: the dtype of weights, inputs and optimizer state; whether the
-forward pass runs under autocast (and with which dtype); and the backend flags that decide
-whether fp32 GEMMs and convolutions may use TF32 tensor cores. ``precision(mode, device)``
-sets the flags, restores the previous ones on exit, and yields the effective state for a
-run's metadata.
+A mode fixes three things: the dtype of weights, inputs and optimizer state; for the
+mixed modes, the dtype the products compute in; and the backend flags that decide whether
+fp32 GEMMs and convolutions may use TF32 tensor cores. ``precision(mode, device)`` sets
+the flags, enters the mode's arithmetic (``MixedPrecision`` for amp, ``EmulatedTF32`` for
+tf32 on a CPU), restores everything on exit, and yields the effective state for a run's
+metadata.
+
+What each mode computes (tests/test_precision_dispatch.py checks it at the dispatch level,
+forward and backward, one seed and stacked):
+
+- ``fp64``, ``fp32``, ``bf16``: every operation in that dtype (weights, activations,
+  BatchNorm and its statistics, the loss, optimizer state); ``fp32`` with TF32 off.
+- ``tf32``: fp32 storage; both operands of every convolution and matmul are TF32 numbers
+  (on CUDA by the tensor cores, on a CPU by ``EmulatedTF32``), products accumulate in fp32.
+- ``amp_bf16``, ``amp_fp16``: fp32 weights and optimizer; every convolution and matmul
+  takes its operands in the low dtype and returns it; BatchNorm computes in fp32 (its
+  input cast up, its statistics and affine parameters fp32, its output cast back down);
+  the loss in fp32. That is torch.autocast's rule for these ops, written out as a
+  ``TorchFunctionMode``: autocast itself does not reach into ``torch.func.vmap`` on a CPU
+  (a stacked run silently computed in fp32), and under vmap a BatchNorm given low-precision
+  input with fp32 statistics raises. The explicit rule holds everywhere.
 
 Only PyTorch's ``fp32_precision`` API is used, never the legacy ``allow_tf32`` setters:
 mixing the two raises when the flags are read. Note that PyTorch leaves cuDNN
@@ -48,18 +64,8 @@ class PrecisionMode:
 
     @property
     def loss_scaling(self) -> bool:
-        """fp16 autocast needs dynamic loss scaling to keep small gradients from flushing."""
+        """fp16 products need dynamic loss scaling to keep small gradients from flushing."""
         return self.autocast_dtype == torch.float16
-
-    def autocast(self, device_type: str) -> contextlib.AbstractContextManager[None]:
-        """Autocast context for the forward pass (a no-op for the non-autocast modes).
-
-        The cast cache is off: CUDA graph capture requires it, and a graph replay would
-        otherwise reuse casts of last step's weights.
-        """
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type, dtype=self.autocast_dtype, cache_enabled=False)
 
 
 MODES: dict[str, PrecisionMode] = {
@@ -77,11 +83,12 @@ MODES: dict[str, PrecisionMode] = {
         ),
         PrecisionMode(
             "amp_bf16", torch.float32, torch.bfloat16, False,
-            "float32 weights, bfloat16 autocast",
+            "float32 weights, bfloat16 convolutions and matmuls, fp32 BatchNorm and loss",
         ),
         PrecisionMode(
             "amp_fp16", torch.float32, torch.float16, False,
-            "float32 weights, float16 autocast with dynamic loss scaling",
+            "float32 weights, float16 convolutions and matmuls, fp32 BatchNorm and loss, "
+            "dynamic loss scaling",
         ),
     )
 }
@@ -200,6 +207,48 @@ class EmulatedTF32(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# The products autocast runs in its low dtype, among the ops our networks call.
+_PRODUCTS = frozenset({F.conv1d, F.conv2d, F.conv3d, F.linear, torch.matmul, torch.mm, torch.bmm,
+                       Tensor.matmul, Tensor.__matmul__, Tensor.mm, Tensor.bmm})
+# Losses and normalisers of a distribution, which autocast runs in fp32.
+_FP32_OPS = frozenset({F.cross_entropy, F.nll_loss, F.log_softmax, F.softmax, F.kl_div})
+
+
+class MixedPrecision(TorchFunctionMode):
+    """The amp modes' rule (module docstring): products in ``dtype``, BatchNorm and losses
+    in fp32.
+
+    A function mode sees each call before vmap batches it, so the rule is the same for a
+    stack of one seed and of many, on any device. Casts run every step (nothing cached),
+    as a CUDA graph replay must recompute them from the updated weights.
+    """
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func in _PRODUCTS:
+            return func(*_cast(args, self.dtype), **_cast(kwargs, self.dtype))
+        if func is F.batch_norm:
+            # fp32 statistics need fp32 input under vmap; hand the caller its own dtype back
+            x = args[0]
+            return func(x.float(), *args[1:], **kwargs).to(x.dtype)
+        if func in _FP32_OPS:
+            return func(*_cast(args, torch.float32), **_cast(kwargs, torch.float32))
+        return func(*args, **kwargs)
+
+
+def _cast(values, dtype: torch.dtype):
+    """``values`` (a tuple or dict) with every floating-point tensor cast to ``dtype``."""
+    def one(value):
+        return value.to(dtype) if isinstance(value, Tensor) and value.is_floating_point() else value
+    if isinstance(values, dict):
+        return {k: one(v) for k, v in values.items()}
+    return tuple(one(v) for v in values)
+
+
 def _all_float32(args: tuple, kwargs: dict) -> bool:
     tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
     return all(t.dtype == torch.float32 for t in tensors)
@@ -231,7 +280,8 @@ def _write_flags(flags: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def precision(mode: PrecisionMode | str, device: torch.device | str) -> Iterator[dict]:
-    """Set the backend flags for ``mode`` on ``device``; yield the effective state.
+    """Set the backend flags for ``mode`` on ``device`` and enter its arithmetic; yield
+    the effective state.
 
     The yielded dict is what a run records: the mode, dtypes, the flags as read back after
     setting them, and whether TF32 is emulated (CPU) or done by the hardware (CUDA).
@@ -251,8 +301,13 @@ def precision(mode: PrecisionMode | str, device: torch.device | str) -> Iterator
         "tf32_emulated": emulate,
         **_read_flags(),
     }
+    arithmetic: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if emulate:
+        arithmetic = EmulatedTF32()
+    elif mode.autocast_dtype is not None:
+        arithmetic = MixedPrecision(mode.autocast_dtype)
     try:
-        with EmulatedTF32() if emulate else contextlib.nullcontext():
+        with arithmetic:
             yield state
     finally:
         _write_flags(previous)

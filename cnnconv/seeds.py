@@ -8,25 +8,30 @@ BatchNorm into one over N x C channels, each seed keeping its own running statis
 The seeds never mix: the total loss is the sum of the per-seed losses, so each seed's
 gradient is exactly its own.
 
-The optimizer and the loss scaler work on the stacked tensors with elementwise ``_foreach``
-ops and a tensor learning rate, so a training step has no host synchronisation and can
-be captured in a CUDA graph. Dynamic loss scaling (fp16) keeps one scale per seed, so an
-overflow in one seed skips that seed's step only -- the rule of ``torch.amp.GradScaler``
-applied seed by seed.
+Dropout draws random numbers in the forward pass, and under vmap those draws would tie a
+seed's masks to its stack-mates. So the masks are drawn outside, by the data loader, from
+each seed's own generator, and handed to the forward pass (``DrawnDropout``): a seed's
+masks are the same whichever seeds it is stacked with, and the step stays free of random
+draws, so a CUDA graph can replay it. ``dropout_shapes`` says what to draw.
 
-Layers that draw random numbers in the forward pass (dropout) cannot be vectorised
-without making a seed's masks depend on which seeds it was stacked with; ``vectorisable``
-says whether a model has any, and such models train one seed at a time.
+The optimizer and the loss scaler work on the stacked tensors with torch's fused
+optimizer kernels and a tensor learning rate, so a training step has no host
+synchronisation and can be captured in a CUDA graph. Dynamic loss scaling (fp16) keeps one
+scale per seed, so an overflow in one seed skips that seed's step only -- the rule of
+``torch.amp.GradScaler`` applied seed by seed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.overrides import TorchFunctionMode
 
 from cnnconv.choices import check_choice
 
@@ -34,8 +39,65 @@ OPTIMIZERS = ("sgd", "nesterov", "adam")
 
 
 def vectorisable(model: nn.Module) -> bool:
-    """Whether the forward pass is free of random draws (no active dropout)."""
-    return not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+    """Whether N copies can run as one stack: every random layer is a plain ``nn.Dropout``,
+    whose masks ``DrawnDropout`` supplies (other dropout kinds are not supported)."""
+    return all(type(m) is nn.Dropout for m in model.modules()
+               if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+
+
+class DrawnDropout(TorchFunctionMode):
+    """Dropout with masks drawn beforehand: the i-th ``F.dropout`` call in training mode
+    multiplies by ``masks[i]`` (True keeps) scaled by ``1 / (1 - p)``, as dropout does."""
+
+    def __init__(self, masks: Sequence[Tensor]) -> None:
+        super().__init__()
+        self.masks = list(masks)
+        self.used = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func is not F.dropout:
+            return func(*args, **kwargs)
+        named = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
+        x, p, training = named["input"], named.get("p", 0.5), named.get("training", True)
+        if not training or p == 0:
+            return x
+        if self.used == len(self.masks):
+            raise RuntimeError(f"the forward pass called dropout more than the {len(self.masks)} "
+                               "times dropout_shapes recorded; its masks must be drawn per call")
+        mask = self.masks[self.used]
+        self.used += 1
+        return x * (mask.to(x.dtype) * (1 / (1 - p)))
+
+
+class _RecordDropout(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[float, tuple[int, ...]]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func is F.dropout:
+            named = dict(zip(("input", "p"), args), **kwargs)
+            if named.get("p", 0.5) > 0:
+                self.calls.append((float(named.get("p", 0.5)), tuple(named["input"].shape[1:])))
+        return func(*args, **kwargs)
+
+
+def dropout_shapes(model: nn.Module, sample: Tensor) -> list[tuple[float, tuple[int, ...]]]:
+    """``(p, per-sample shape)`` of each dropout call of the forward pass, in call order:
+    what the loader draws masks for. Found by one forward of ``sample`` (one input, no
+    batch dimension) in eval mode, so no statistic of the model changes."""
+    if not any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        return []
+    was_training = model.training
+    recorder = _RecordDropout()
+    try:
+        with torch.no_grad(), recorder:
+            model.eval()(sample[None])
+    finally:
+        model.train(was_training)
+    return recorder.calls
 
 
 class SeedStack:
@@ -43,36 +105,51 @@ class SeedStack:
 
     Calling it maps inputs of shape ``[N, B, ...]`` (one batch per seed) or ``[B, ...]``
     (the same batch for every seed, e.g. the test set) to outputs ``[N, B, classes]``.
-    A stack of one calls the module directly, with no vmap in the way.
+    In training mode, a model with dropout takes its masks: one ``[N, B, ...]`` tensor per
+    dropout call (``dropout_shapes``). A stack of one calls the module directly, with no
+    vmap in the way.
     """
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
         if not models:
             raise ValueError("a SeedStack needs at least one model")
-        if len(models) > 1 and not vectorisable(models[0]):
+        if not vectorisable(models[0]):
             raise ValueError(
-                "this model draws random numbers in its forward pass (dropout); stacking "
-                "it would tie each seed's masks to its stack-mates. Train it one seed at a time"
+                "this model draws random numbers in its forward pass with a layer other than "
+                "nn.Dropout; only nn.Dropout's masks can be drawn outside the step, so "
+                "replace the layer or train without cnnconv's engine"
             )
         self.n = len(models)
         self.params, self.buffers = stack_module_state(list(models))
         self.module = copy.deepcopy(models[0]).to("meta")  # structure only; weights live here
-        self._vmapped = {
-            True: vmap(self._forward_one, in_dims=(0, 0, 0)),
-            False: vmap(self._forward_one, in_dims=(0, 0, None)),
-        }
+        self.has_dropout = any(isinstance(m, nn.Dropout) and m.p > 0 for m in models[0].modules())
+        self._vmapped: dict[tuple[bool, bool], object] = {}
 
-    def _forward_one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.module, (params, buffers), (x,))
+    def _forward_one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+                     masks: list[Tensor] | None = None) -> Tensor:
+        with DrawnDropout(masks) if masks is not None else contextlib.nullcontext():
+            return functional_call(self.module, (params, buffers), (x,))
 
-    def __call__(self, x: Tensor, per_seed: bool = True) -> Tensor:
-        """Forward pass; ``per_seed`` says whether ``x`` has the leading seed dimension."""
+    def __call__(self, x: Tensor, per_seed: bool = True,
+                 dropout: Sequence[Tensor] | None = None) -> Tensor:
+        """Forward pass; ``per_seed`` says whether ``x`` has the leading seed dimension,
+        ``dropout`` gives the masks of a model with dropout in training mode."""
+        if self.has_dropout and self.module.training and dropout is None:
+            raise ValueError("this model has dropout: in training mode pass the masks the "
+                             "loader drew for it (DeviceLoader(dropout=dropout_shapes(...)))")
+        masks = list(dropout) if dropout is not None and self.module.training else None
         if self.n == 1:
             single = x[0] if per_seed else x
             params = {k: v[0] for k, v in self.params.items()}
             buffers = {k: v[0] for k, v in self.buffers.items()}
-            return self._forward_one(params, buffers, single)[None]
-        return self._vmapped[per_seed](self.params, self.buffers, x)
+            one_masks = None if masks is None else [m[0] for m in masks]
+            return self._forward_one(params, buffers, single, one_masks)[None]
+        key = (per_seed, masks is not None)
+        if key not in self._vmapped:
+            in_dims = (0, 0, 0 if per_seed else None) + ((0,) if masks is not None else ())
+            self._vmapped[key] = vmap(self._forward_one, in_dims=in_dims)
+        args = (self.params, self.buffers, x) + ((masks,) if masks is not None else ())
+        return self._vmapped[key](*args)  # type: ignore[operator]
 
     def train(self, mode: bool = True) -> SeedStack:
         self.module.train(mode)
@@ -104,12 +181,16 @@ def seed_view(values: Tensor, like: Tensor) -> Tensor:
 class SeedOptimizer:
     """SGD (with momentum), Nesterov SGD or Adam over stacked parameters.
 
-    The arithmetic is torch.optim's (L2 weight decay added to the gradient, SGD momentum
-    ``buf = m * buf + g`` without dampening, Adam with bias correction) written with
-    ``_foreach`` ops and a 0-d tensor learning rate, so a step is a fixed sequence of
-    kernels that a CUDA graph can replay. ``step(..., apply=mask)`` applies the step
-    only to the seeds whose mask is true (fp16 overflow skips); ``step_count`` counts
-    each seed's applied steps.
+    The arithmetic is torch.optim's fused implementation (``SGD(fused=True)``,
+    ``Adam(fused=True)``: L2 weight decay added to the gradient, SGD momentum
+    ``buf = m * buf + g`` without dampening, Adam with bias correction), one kernel that
+    reads each parameter, gradient and state once and writes parameter and state once --
+    the least memory traffic an optimizer step can have. The learning rate is a 0-d
+    tensor, so the step has no host synchronisation and a CUDA graph can replay it.
+    ``step(..., apply=mask)`` applies the step only to the seeds whose mask is true (fp16
+    overflow skips): then each seed's slice is stepped by its own call, skipped through
+    the kernel's ``found_inf``, which leaves parameters and state untouched.
+    ``step_count`` counts each seed's applied steps.
     """
 
     def __init__(self, params: list[Tensor], decays: list[bool], optimizer: str, momentum: float,
@@ -119,53 +200,51 @@ class SeedOptimizer:
         self.params = params
         self.kind = optimizer
         self.momentum = momentum
-        self.decay = [weight_decay if d else 0.0 for d in decays]
+        self.weight_decay = weight_decay
         self.betas, self.eps = betas, eps
-        self.state = [torch.zeros_like(p) for p in params]
+        # the fused kernels take one weight decay: one group with it, one without
+        decayed = [d and weight_decay > 0 for d in decays]
+        self.groups = [(flag, [i for i, d in enumerate(decayed) if d == flag]) for flag in (True, False)
+                       if flag in decayed]
+        has_state = optimizer == "adam" or momentum > 0
+        self.state = [torch.zeros_like(p) for p in params] if has_state else []
         self.second = [torch.zeros_like(p) for p in params] if optimizer == "adam" else []
-        # float64: Adam's 1 - 0.999**t loses four digits in float32 at small t
-        self.step_count = torch.zeros(params[0].shape[0], dtype=torch.float64,
+        self.step_count = torch.zeros(params[0].shape[0], dtype=torch.float32,
                                       device=params[0].device)
 
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor], lr: Tensor, apply: Tensor | None = None) -> None:
-        grads = list(grads)
-        if apply is not None:  # a skipped seed's gradients may be inf/NaN: never let them in
-            grads = [g.nan_to_num(0.0, 0.0, 0.0) for g in grads]
-        if any(self.decay):
-            grads = torch._foreach_add(grads, torch._foreach_mul(self.params, self.decay))
-        self.step_count += 1 if apply is None else apply
-        if self.kind == "adam":
-            new_state, new_second, update = self._adam(grads)
-        else:
-            new_state = torch._foreach_add(torch._foreach_mul(self.state, self.momentum), grads)
-            new_second = []
-            update = (torch._foreach_add(grads, new_state, alpha=self.momentum)
-                      if self.kind == "nesterov" else new_state)
-        new_params = torch._foreach_sub(self.params, torch._foreach_mul(update, lr))
-        for old, new in ((self.params, new_params), (self.state, new_state),
-                         (self.second, new_second)):
-            if not old:
-                continue
-            if apply is None:
-                torch._foreach_copy_(old, new)
-            else:  # lerp with weight 0 or 1 keeps or replaces exactly
-                torch._foreach_lerp_(old, new, [seed_view(apply.to(t.dtype), t) for t in old])
+        grads = [g.contiguous() for g in grads]  # the fused kernels want the params' strides
+        if apply is None:
+            self.step_count += 1
+            for decay, indices in self.groups:
+                self._fused(indices, grads, lr, decay, seed=None, skip=None)
+            return
+        self.step_count += apply
+        skip = (~apply).float()
+        for seed in range(len(apply)):
+            for decay, indices in self.groups:
+                self._fused(indices, grads, lr, decay, seed, skip[seed])
 
-    def _adam(self, grads: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        beta1, beta2 = self.betas
-        first = torch._foreach_lerp(self.state, grads, 1 - beta1)
-        second = torch._foreach_add(torch._foreach_mul(self.second, beta2),
-                                    torch._foreach_mul(torch._foreach_mul(grads, grads), 1 - beta2))
-        correction1 = 1 - beta1 ** self.step_count
-        root_correction2 = (1 - beta2 ** self.step_count).sqrt()
-        denominators = torch._foreach_add(
-            torch._foreach_div(torch._foreach_sqrt(second),
-                               [seed_view(root_correction2, t).to(t.dtype) for t in second]), self.eps)
-        update = torch._foreach_div(
-            torch._foreach_div(first, [seed_view(correction1, t).to(t.dtype) for t in first]),
-            denominators)
-        return first, second, update
+    def _fused(self, indices: list[int], grads: list[Tensor], lr: Tensor, decay: bool,
+               seed: int | None, skip: Tensor | None) -> None:
+        def pick(tensors: list[Tensor]) -> list[Tensor]:
+            return [tensors[i] if seed is None else tensors[i][seed] for i in indices]
+
+        weight_decay = self.weight_decay if decay else 0.0
+        if self.kind == "adam":
+            steps = self.step_count[0 if seed is None else seed]
+            torch._fused_adam_(
+                pick(self.params), pick(grads), pick(self.state), pick(self.second), [],
+                [steps] * len(indices), lr=lr, beta1=self.betas[0], beta2=self.betas[1],
+                weight_decay=weight_decay, eps=self.eps, amsgrad=False, maximize=False,
+                found_inf=skip)
+        else:
+            torch._fused_sgd_(
+                pick(self.params), pick(grads), pick(self.state) if self.state else [],
+                weight_decay=weight_decay,
+                momentum=self.momentum, lr=lr, dampening=0.0, nesterov=self.kind == "nesterov",
+                maximize=False, is_first_step=False, found_inf=skip)
 
 
 class SeedLossScaler:

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from cnnconv.train import ENGINE_VERSION, RunResult, RunSpec, train, train_seeds
+from cnnconv.result import RunResult
+from cnnconv.spec import ENGINE_VERSION, RunSpec
+from cnnconv.train import train, train_seeds
 
 DEFAULT_STORE = Path(".cnnconv") / "runs"
 WEIGHT_PREFIX = "weight:"

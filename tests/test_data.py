@@ -3,6 +3,7 @@ import pickle
 import shutil
 import struct
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,28 @@ def test_crop_and_flip_move_pixels_but_keep_statistics(tiny):
 def test_batch_larger_than_split_is_an_error(tiny):
     with pytest.raises(ValueError, match="exceeds the 256 samples"):
         DeviceLoader(tiny.train, torch.zeros(3), torch.ones(3), 512, "cpu", torch.float32, [0])
+
+
+def test_fashion_mnist_is_fetched_and_checked_against_its_published_md5(tmp_path, monkeypatch):
+    import hashlib
+    import urllib.request
+
+    from cnnconv import data as data_mod
+
+    def fake_download(url, path):
+        Path(path).write_bytes(url.encode())
+    monkeypatch.setattr(urllib.request, "urlretrieve", fake_download)
+    monkeypatch.setattr(data_mod, "FASHION_MD5", {
+        name: hashlib.md5((data_mod.FASHION_URL + name).encode()).hexdigest()
+        for name in data_mod.FASHION_MD5})
+    target = data_mod.fetch_fashion_mnist(tmp_path)
+    assert sorted(p.name for p in target.iterdir()) == sorted(data_mod.FASHION_MD5)
+    monkeypatch.setitem(data_mod.FASHION_MD5, "t10k-images-idx3-ubyte.gz", "0" * 32)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz has md5 .* expected 0+; retry"):
+        data_mod.fetch_fashion_mnist(tmp_path / "again")
+
+    def offline(url, path):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(DataError, match="without a network, install Debian's dataset-fashion-mnist"):
+        data_mod.fetch_fashion_mnist(tmp_path / "offline")

@@ -8,7 +8,7 @@ CLAIMS = '''
 import os
 import pytest
 from cnnconv import stats
-from cnnconv.train import RunSpec
+from cnnconv.spec import RunSpec
 
 def spec(lr, scale):
     return RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
@@ -98,7 +98,7 @@ def test_unknown_baseline_and_scale_are_usage_errors(claims_run):
 SLOW_AND_PARAMETRIZED = '''
 import pytest
 from cnnconv import stats
-from cnnconv.train import RunSpec
+from cnnconv.spec import RunSpec
 
 def spec(lr, scale):
     return RunSpec(model="resnet9", model_options={"width": 4}, dataset="synthetic",
@@ -163,7 +163,7 @@ def test_missing_data_skips_with_the_fix_or_fails_when_required(pytester, tmp_pa
     pytester.makepyfile('''
         import pytest
         from cnnconv import stats
-        from cnnconv.train import RunSpec
+        from cnnconv.spec import RunSpec
         @pytest.mark.claim("T-DATA")
         def test_needs_cifar(arms):
             (a,) = arms(a=RunSpec(model="lenet5", iterations=5))

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnnconv.train import RunSpec, lr_multipliers, total_iterations, train, train_seeds
+from cnnconv.schedule import lr_multipliers, total_iterations
+from cnnconv.spec import RunSpec
+from cnnconv.train import train, train_seeds
 
 
 def spec(**changes):
@@ -33,7 +35,7 @@ def test_same_spec_same_seed_is_bitwise_identical_on_cpu(tiny, one_thread):
 
 
 def test_a_diverging_run_is_a_result_not_a_crash(tiny):
-    result = train(spec(model="lenet5", model_options={}, lr=20.0, momentum=0.0,
+    result = train(spec(model="lenet5", model_options={}, lr=1e4, momentum=0.0,
                         iterations=200), dataset=tiny)
     assert result.diverged_at is not None and result.diverged_at < 50  # stopped early
     assert np.isfinite(result.losses[: result.diverged_at]).all()
@@ -79,6 +81,7 @@ def test_epochs_count_whole_batches():
     ({"lr": -1.0}, "lr must not be negative"),
     ({"model_options": {"depth": 3}}, "takes no option depth"),
     ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"device": "cuda:x"}, "unknown device 'cuda:x'; use cpu, cuda or cuda:N"),
     ({"schedule": "piecewise"}, "needs at least two schedule_points"),
 ])
 def test_bad_specs_say_what_is_valid(changes, message):
@@ -92,6 +95,14 @@ def test_spec_key_is_canonical():
     assert a == b and a.key() == b.key() and hash(a) == hash(b)
     assert RunSpec.from_canonical(a.canonical()) == a
     assert a.key() != a.replace(seed=1).key()
+
+
+def test_the_key_holds_the_device_type_not_its_index():
+    """N GPUs share the arms they have in common; a CPU run and a GPU run stay apart."""
+    on = {device: spec(device=device) for device in ("cuda", "cuda:0", "cuda:1", "cpu")}
+    assert on["cuda"].key() == on["cuda:0"].key() == on["cuda:1"].key() != on["cpu"].key()
+    assert on["cuda:1"].canonical()["device"] == "cuda"
+    assert on["cuda:1"].device == "cuda:1"  # the spec still says where to train
 
 
 def test_cuda_device_without_cuda_is_a_clear_error(tiny):

@@ -25,7 +25,7 @@ plugin.train_seeds = train_seeds
 CLAIMS = '''
 import pytest
 from cnnconv import stats
-from cnnconv.train import RunSpec
+from cnnconv.spec import RunSpec
 
 def spec(lr):
     return RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,

@@ -1,0 +1,91 @@
+"""Where a run trains: the torch device, its free memory, its fast-kernel settings, and
+the environment recorded with every run."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnconv.spec import ENGINE_VERSION
+
+
+def resolve_device(name: str) -> torch.device:
+    """A torch device, with a clear error where CUDA is asked for but absent."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here; use cpu")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r} asked for, but this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s): use cuda:0 .. "
+                               f"cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on a CUDA device (``torch.cuda.mem_get_info``); None on a CPU, where the
+    engine does not plan memory."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.mem_get_info(device)[0]
+
+
+def driver_version() -> str:
+    """The NVIDIA kernel driver's version, read from /proc (torch does not report it)."""
+    path = Path("/proc/driver/nvidia/version")
+    if not path.exists():
+        return "unknown"
+    words = path.read_text().split()
+    return next((w for w in words if w[:1].isdigit() and w.count(".") >= 1), "unknown")
+
+
+@contextlib.contextmanager
+def fast_kernels(device: torch.device) -> Iterator[None]:
+    """On CUDA, let cuDNN time its convolution algorithms once per shape and keep the
+    fastest (``cudnn.benchmark``): a stacked run's grouped convolutions otherwise get a
+    heuristic choice. Restored on exit. The flag is set directly: ``cudnn.flags()`` would
+    also write the legacy ``allow_tf32`` setter, which ``precision`` must not mix with."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """Library versions and the device, recorded with every run. The device index is
+    recorded here, not in the run's key (spec.py)."""
+    from cnnconv import __version__
+
+    env = {
+        "cnnconv": __version__,
+        "engine": str(ENGINE_VERSION),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "threads": str(torch.get_num_threads()),
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        env.update({
+            "device": torch.cuda.get_device_name(index),
+            "device_index": str(index),
+            "cuda": str(torch.version.cuda),
+            "cudnn": str(torch.backends.cudnn.version()),
+            "driver": driver_version(),
+        })
+    else:
+        env["device"] = platform.processor() or platform.machine() or "cpu"
+    return env

@@ -1,0 +1,112 @@
+"""How many seeds fit on a device at once, and how large an evaluation chunk may be.
+
+A stacked run holds, per seed: its weights, gradients and optimizer state; the
+activations the backward pass needs (saved by autograd in the forward pass, in
+proportion to the batch); its loader's draws for the epoch and the step's batch. On CUDA
+the captured step's memory pool keeps the step's peak for the whole run, and evaluation
+allocates beside it: it runs in chunks of the training batch size, and a forward without
+grad keeps about three activations alive at a time (a layer's input, its output and a
+residual), so the plan adds three times the largest activation per sample.
+
+The activation bytes are *measured*, not modelled: ``measure_footprint`` runs one
+training forward of a stack of two seeds on the CPU at two batch sizes under
+``torch.autograd.graph.saved_tensors_hooks`` and counts the distinct storages autograd
+saves (weights excluded: they are state). The difference between the two batch sizes is
+the per-sample cost, the rest is per-seed overhead (e.g. amp's low-precision weight
+copies). The forward uses CUDA's arithmetic for the mode (no TF32 emulation, whose rounded
+copies a GPU does not make), so the count is what the GPU will hold, up to allocator
+rounding and cuDNN workspaces: ``HEADROOM`` leaves room for those.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cnnconv.precision import PrecisionMode, precision
+from cnnconv.seeds import SeedStack, dropout_shapes
+
+# Fraction of the free memory a stack may plan to use; the rest is for cuDNN workspaces
+# (cudnn.benchmark tries algorithms that want hundreds of MB), allocator rounding and
+# fragmentation.
+HEADROOM = 0.8
+# Optimizer state tensors per parameter.
+_OPTIMIZER_STATES = {"sgd": 1, "nesterov": 1, "adam": 2}
+
+
+@dataclass(frozen=True)
+class SeedFootprint:
+    """Device bytes one seed of a stacked run needs (see the module docstring)."""
+
+    state: int
+    saved_fixed: int
+    saved_per_sample: int
+    eval_per_sample: int
+    input_per_sample: int
+    draws_per_sample: int
+
+    def step_bytes(self, batch_size: int) -> int:
+        """One seed's share of a training step at ``batch_size``, evaluation not counted."""
+        return self.state + self.saved_fixed + batch_size * (self.saved_per_sample
+                                                             + self.input_per_sample)
+
+    def seed_bytes(self, batch_size: int, train_size: int) -> int:
+        """One seed of a whole run: the step, an evaluation chunk of ``batch_size`` beside
+        it, and the loader's draws for an epoch of ``train_size`` samples."""
+        return (self.step_bytes(batch_size) + batch_size * self.eval_per_sample
+                + train_size * self.draws_per_sample)
+
+
+def measure_footprint(models: tuple[nn.Module, nn.Module], sample: Tensor, mode: PrecisionMode,
+                      optimizer: str, dropout_masks: bool = True) -> SeedFootprint:
+    """Measure the footprint of one seed of ``models``' architecture (two CPU copies in
+    the mode's parameter dtype) on inputs like ``sample`` (one image, no batch dim)."""
+    stack = SeedStack(list(models)).train()
+    weights = {t.untyped_storage().data_ptr() for t in stack.parameters()}
+    weights |= {t.untyped_storage().data_ptr() for t in stack.buffers.values()}
+    shapes = dropout_shapes(models[0], sample) if dropout_masks else []
+
+    def saved(batch: int) -> tuple[int, int]:
+        """Bytes of the distinct storages saved for backward, and of the largest one."""
+        seen: dict[int, int] = {}
+
+        def pack(t: Tensor) -> Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in weights:
+                seen[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        x = sample.expand(2, batch, *sample.shape).to(mode.param_dtype).contiguous()
+        masks = [torch.ones(2, batch, *shape, dtype=torch.bool) for _, shape in shapes]
+        with precision(mode, "cuda"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = stack(x, dropout=masks if masks else None)
+            F.cross_entropy(out.flatten(0, 1), torch.zeros(2 * batch, dtype=torch.long)).backward()
+        return sum(seen.values()), max(seen.values(), default=0)
+
+    (small, _), (large, largest) = saved(2), saved(4)
+    per_sample = max(0, math.ceil((large - small) / (2 * 2)))
+    fixed = max(0, math.ceil((small - 2 * 2 * per_sample) / 2))
+    parameters = sum(p[0].numel() * p.element_size() for p in stack.parameters())
+    buffers = sum(b[0].numel() * b.element_size() for b in stack.buffers.values())
+    grads = 2 if mode.loss_scaling else 1  # fp16 unscales into new gradient tensors
+    state = parameters * (1 + grads + _OPTIMIZER_STATES[optimizer]) + buffers
+    element = torch.finfo(mode.param_dtype).bits // 8
+    # the step's batch: gathered uint8, converted, augmented and output copies
+    input_per_sample = sample.numel() * (1 + 3 * max(element, 4))
+    # an epoch's draws per sample: permutation, up to four augmentation/mixup indices
+    # (int64 each) and one bool per dropout mask element
+    draws = 8 * 5 + sum(math.prod(shape) for _, shape in shapes)
+    eval_per_sample = 3 * math.ceil(largest / (2 * 4))
+    return SeedFootprint(state, fixed, per_sample, eval_per_sample, input_per_sample, draws)
+
+
+def stack_size(footprint: SeedFootprint, batch_size: int, train_size: int, free_bytes: int,
+               seeds: int) -> int:
+    """How many of ``seeds`` to train at once within ``HEADROOM`` of ``free_bytes``; at
+    least 1 (a seed that does not fit is the caller's error to report)."""
+    per_seed = footprint.seed_bytes(batch_size, train_size)
+    return max(1, min(seeds, int(free_bytes * HEADROOM // per_seed)))

@@ -1,0 +1,195 @@
+"""What a run is: the frozen, validated ``RunSpec`` and the key the run store files it under.
+
+Two equal specs give the same result, so the spec's content hash (with the engine
+version) is the run's identity. The key leaves out fields at their defaults (adding a
+field keeps every key) and keeps only the device's *type*: ``cuda``, ``cuda:0`` and
+``cuda:1`` compute the same run, so N GPUs share the arms they have in common, while a
+CPU run and a GPU run stay distinct.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cnnconv import data as data_mod
+from cnnconv.choices import check_choice
+from cnnconv.models import MODELS
+from cnnconv.precision import MODES
+from cnnconv.schedule import SCHEDULES
+from cnnconv.seeds import OPTIMIZERS
+
+# Bump when a change to the engine changes results: cached runs keyed by the old version
+# are then no longer used (``cnnconv store prune --stale`` removes them).
+ENGINE_VERSION = 3
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run. Two equal specs give the same result.
+
+    Length is ``iterations`` or ``epochs`` (whole passes of the training split, partial
+    batches dropped). ``lr`` is the peak learning rate; the schedule multiplies it:
+    ``step`` by ``step_gamma`` at each fraction in ``step_milestones``, ``cosine`` down to
+    0, ``piecewise`` by linear interpolation between ``(fraction, multiplier)`` points.
+    ``warmup`` (a fraction of the run) ramps any schedule linearly up from 0.
+    ``train_subset`` keeps the first N training images and ``test_subset`` measures test
+    accuracy on the first N test images (CPU-scale runs).
+    ``eval_at`` lists iterations at which test accuracy is measured; the last iteration is
+    always measured. ``teacher`` makes the run a distillation student: seed ``s`` learns
+    from the teacher spec trained at seed ``s`` (its seed field is ignored), with
+    ``distill_temperature``. ``keep_weights`` stores the final weights with the run.
+    ``device`` says where to train (``cpu``, ``cuda``, ``cuda:N``); only its type is
+    part of the key.
+    """
+
+    model: str = "resnet18"
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    dataset: str = "cifar10"
+    train_subset: int | None = None
+    test_subset: int | None = None
+    precision: str = "tf32"
+    batch_size: int = 64
+    iterations: int | None = None
+    epochs: float | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    decay_bias_and_bn: bool = True
+    schedule: str = "constant"
+    step_milestones: tuple[float, ...] = (0.5, 0.75)
+    step_gamma: float = 0.1
+    schedule_points: tuple[tuple[float, float], ...] = ()
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    augment: str = "crop_flip"
+    teacher: RunSpec | None = None
+    distill_temperature: float = 1.0
+    keep_weights: bool = False
+    eval_at: tuple[int, ...] = ()
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        # Normalise containers so that equal specs compare, hash and serialise equally.
+        object.__setattr__(self, "model_options", _freeze(dict(self.model_options)))
+        object.__setattr__(self, "step_milestones", tuple(self.step_milestones))
+        object.__setattr__(
+            self, "schedule_points", tuple(tuple(map(float, p)) for p in self.schedule_points)
+        )
+        object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
+        if isinstance(self.teacher, Mapping):
+            object.__setattr__(self, "teacher", RunSpec.from_canonical(self.teacher))
+        if self.teacher is not None:
+            object.__setattr__(self, "teacher", self.teacher.replace(
+                seed=0, device=self.device, keep_weights=True))
+        self._validate()
+
+    def _validate(self) -> None:
+        check_choice("model", self.model, MODELS)
+        unknown = sorted(set(self.model_options) - set(MODELS[self.model].options))
+        if unknown:
+            raise ValueError(
+                f"model {self.model!r} takes no option {', '.join(unknown)}; "
+                f"its options are {', '.join(MODELS[self.model].options)}"
+            )
+        check_choice("dataset", self.dataset, data_mod.DATASETS)
+        check_choice("precision", self.precision, MODES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("augment", self.augment, data_mod.AUGMENTATIONS)
+        if (self.iterations is None) == (self.epochs is None):
+            raise ValueError("give exactly one of iterations and epochs")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {self.iterations}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        for name in ("train_subset", "test_subset"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing", "mixup_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup is a fraction of the run in [0, 1), got {self.warmup}")
+        if self.schedule == "piecewise" and len(self.schedule_points) < 2:
+            raise ValueError("schedule='piecewise' needs at least two schedule_points")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N")
+
+    def replace(self, **changes: Any) -> RunSpec:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def teacher_spec(self) -> RunSpec:
+        """The distillation teacher of this run's seed."""
+        if self.teacher is None:
+            raise ValueError(f"{self.label()} has no teacher")
+        return self.teacher.replace(seed=self.seed)
+
+    def canonical(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields that differ from their defaults: the form the
+        run store keys on, with the device reduced to its type (see the module
+        docstring). Leaving defaults out keeps every key valid when a field is added
+        whose default changes nothing."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if getattr(self, f.name) != _DEFAULTS[f.name]}
+        for name in ("model", "dataset", "precision", "seed"):  # always readable
+            out[name] = getattr(self, name)
+        out["device"] = torch.device(self.device).type
+        if "model_options" in out:
+            out["model_options"] = dict(self.model_options)
+        if self.teacher is not None:
+            out["teacher"] = self.teacher.canonical()
+        return json.loads(json.dumps(out))
+
+    def key(self) -> str:
+        """Content hash of the canonical spec and the engine version."""
+        text = json.dumps({"spec": self.canonical(), "engine": ENGINE_VERSION}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def label(self) -> str:
+        """A short human-readable description, for progress lines and reports."""
+        opts = ",".join(f"{k}={v}" for k, v in self.model_options.items())
+        length = f"{self.iterations} it" if self.iterations else f"{self.epochs} ep"
+        return (f"{self.model}({opts}) {self.dataset} {self.precision} bs{self.batch_size} "
+                f"lr{self.lr:g} {length} seed{self.seed}")
+
+    @classmethod
+    def from_canonical(cls, values: Mapping[str, Any]) -> RunSpec:
+        return cls(**values)
+
+
+_DEFAULTS = {
+    f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    for f in dataclasses.fields(RunSpec)
+}
+
+
+class _FrozenDict(dict):
+    """A hashable, sorted dict so that a frozen spec can hold model options."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+
+def _freeze(options: dict[str, Any]) -> _FrozenDict:
+    return _FrozenDict(
+        sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())
+    )
