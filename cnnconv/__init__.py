@@ -10,6 +10,7 @@ The package is small modules with one job each:
 - ``cuda_graph``: the step replayed as a CUDA graph; ``memory``: how many seeds fit
 - ``device``: the device, its settings and the recorded environment; ``result``: a run's output
 - ``teacher``: distillation teachers; ``doctor``: the self-check of what the machine computes
+- ``campaign``: ``./dev gpu``, the resumable GPU bring-up (self-check, benchmarks, claims)
 - ``store``: the on-disk cache of runs
 - ``stats``: per-run summaries and decisions across seeds
 - ``claims``: what a claim test asks for (arms of seeds)
