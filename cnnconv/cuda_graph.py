@@ -16,6 +16,7 @@ usable again.
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -76,23 +77,37 @@ class StepGraph:
 
     def _capture(self, example: Sequence[Tensor | None]) -> None:
         """Capture one step on the side stream. Capturing records the kernels without
-        running them, so the step that triggers it is then replayed like the rest."""
+        running them, so the step that triggers it is then replayed like the rest.
+
+        Python's garbage collector is run before and held off during capture: it could
+        otherwise free an earlier run's graph mid-capture, which invalidates the capture.
+        Running out of memory is not a capture failure: it propagates, so the caller can
+        train fewer seeds at once."""
         self.inputs = [t.clone() if t is not None else None for t in example]
         graph = torch.cuda.CUDAGraph()
+        caller_stream = torch.cuda.current_stream(self.device)
+        gc.collect()
+        gc.disable()
         try:
             with torch.cuda.device(self.device):
                 torch.cuda.synchronize(self.device)
                 with torch.cuda.graph(graph, stream=self.stream):
                     self.outputs = self.step(*self.inputs)
+        except torch.OutOfMemoryError:
+            raise
         except Exception as error:  # an op that cannot be captured: train eagerly instead
             self.failure = f"{type(error).__name__}: {error}"
-            self.inputs, self.outputs = [], ()
-            del graph
-            _check_usable(self.device, self.failure)
-            warnings.warn(f"CUDA graph capture failed on {self.device} ({self.failure}); "
-                          "training eagerly", stacklevel=3)
+        finally:
+            gc.enable()
+        if self.failure is None:
+            self.graph = graph
             return
-        self.graph = graph
+        self.inputs, self.outputs = [], ()
+        del graph
+        torch.cuda.set_stream(caller_stream)  # a failed capture_end may leave the side stream current
+        _check_usable(self.device, self.failure)
+        warnings.warn(f"CUDA graph capture failed on {self.device} ({self.failure}); "
+                      "training eagerly", stacklevel=3)
 
 
 def _check_usable(device: torch.device, failure: str) -> None:

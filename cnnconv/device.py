@@ -31,11 +31,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def free_memory(device: torch.device) -> int | None:
-    """Bytes free on a CUDA device (``torch.cuda.mem_get_info``); None on a CPU, where the
-    engine does not plan memory."""
+    """Bytes a new stack may use on a CUDA device: free on the device
+    (``torch.cuda.mem_get_info``) plus what PyTorch's allocator holds but does not use;
+    None on a CPU, where the engine does not plan memory."""
     if device.type != "cuda":
         return None
-    return torch.cuda.mem_get_info(device)[0]
+    reusable = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return torch.cuda.mem_get_info(device)[0] + reusable
 
 
 def driver_version() -> str:

@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnconv import train as train_mod
 from cnnconv.data import synthetic
-from cnnconv.device import environment
+from cnnconv.device import environment, fast_kernels
 from cnnconv.precision import MODES, get_mode, precision
 from cnnconv.spec import RunSpec
 
@@ -71,6 +71,12 @@ LOSS_OPS = frozenset({"_log_softmax", "_log_softmax_backward_data", "nll_loss_fo
                       "nll_loss_backward"})
 
 
+# every BatchNorm op above takes (input or grad, input or weight, weight or bias, running
+# mean, running var) first; the saved statistics after them are an implementation's own
+# accumulation dtype (fp32 on CUDA even in pure bf16) and are not checked
+NORM_OPERANDS = 5
+
+
 class OperandRecorder(TorchDispatchMode):
     """Records the floating-point operands of every product, BatchNorm and loss op, by
     kind (``convolution``, ..., ``norm``, ``loss``), below autograd and vmap."""
@@ -84,8 +90,9 @@ class OperandRecorder(TorchDispatchMode):
         if name in PRODUCT_OPERANDS:
             self.calls[name].append(tuple(args[i] for i in PRODUCT_OPERANDS[name]))
         elif name in NORM_OPS or name in LOSS_OPS:
+            operands = args[:NORM_OPERANDS] if name in NORM_OPS else args
             self.calls["norm" if name in NORM_OPS else "loss"].append(
-                tuple(a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()))
+                tuple(a for a in operands if isinstance(a, torch.Tensor) and a.is_floating_point()))
         return func(*args, **(kwargs or {}))
 
 
@@ -94,11 +101,15 @@ def tf32_representable(t: torch.Tensor) -> bool:
     return t.dtype == torch.float32 and not bool((t.contiguous().view(torch.int32) & 0x1FFF).any())
 
 
-def violations(mode_name: str, calls: dict[str, list[tuple[torch.Tensor, ...]]]) -> list[str]:
+def violations(mode_name: str, calls: dict[str, list[tuple[torch.Tensor, ...]]],
+               device: str = "cpu") -> list[str]:
     """Every recorded operand that breaks ``mode_name``'s definition, described: products
-    in the amp dtype (amp), TF32-representable (tf32) or the storage dtype; BatchNorm and
-    loss in fp32 (amp, tf32) or the storage dtype."""
+    in the amp dtype (amp), TF32-representable (tf32 emulated, off CUDA; on CUDA the
+    tensor cores round fp32 operands inside the product, which ``check_products``
+    measures) or the storage dtype; BatchNorm and loss in fp32 (amp, tf32) or the storage
+    dtype."""
     mode = get_mode(mode_name)
+    emulated = torch.device(device).type != "cuda"
     found = []
     for name, records in calls.items():
         for operands in records:
@@ -106,7 +117,7 @@ def violations(mode_name: str, calls: dict[str, list[tuple[torch.Tensor, ...]]])
                 if name in PRODUCT_OPERANDS:
                     if mode.autocast_dtype is not None:
                         ok = t.dtype == mode.autocast_dtype
-                    elif mode.tf32:
+                    elif mode.tf32 and emulated:
                         ok = tf32_representable(t)
                     else:
                         ok = t.dtype == mode.param_dtype
@@ -162,17 +173,22 @@ def mean_gap(runs_a, runs_b) -> float:
 # -- the checks ---------------------------------------------------------------------------
 
 def check_products(device: str) -> list[Check]:
-    """Per mode: a 256x1024x256 matmul and a 64-channel 3x3 convolution against fp64."""
+    """Per mode: a 256x1024x256 matmul, a 64-channel 3x3 convolution and a grouped one
+    shaped like 8 stacked seeds of 8 channels, against fp64, with cuDNN autotuning on as
+    in training (it could pick a grouped algorithm that is not TF32)."""
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(256, 1024, generator=generator, dtype=torch.float64) for _ in range(2))
     x = torch.randn(8, 64, 32, 32, generator=generator, dtype=torch.float64)
     w = torch.randn(64, 64, 3, 3, generator=generator, dtype=torch.float64)
-    exact = {"matmul": F.linear(a, b), "conv": F.conv2d(x, w, padding=1)}
+    wg = torch.randn(64, 8, 3, 3, generator=generator, dtype=torch.float64)
+    exact = {"matmul": F.linear(a, b), "conv": F.conv2d(x, w, padding=1),
+             "grouped conv": F.conv2d(x, wg, padding=1, groups=8)}
     checks = []
     for name, mode in MODES.items():
-        ca, cb, cx, cw = (t.to(device, mode.param_dtype) for t in (a, b, x, w))
-        with precision(mode, device):
-            got = {"matmul": F.linear(ca, cb), "conv": F.conv2d(cx, cw, padding=1)}
+        ca, cb, cx, cw, cg = (t.to(device, mode.param_dtype) for t in (a, b, x, w, wg))
+        with precision(mode, device), fast_kernels(torch.device(device)):
+            got = {"matmul": F.linear(ca, cb), "conv": F.conv2d(cx, cw, padding=1),
+                   "grouped conv": F.conv2d(cx, cg, padding=1, groups=8)}
         low, high = PRODUCT_ERROR[name]
         for op, value in got.items():
             error = ((value.double().cpu() - exact[op]).norm() / exact[op].norm()).item()
@@ -186,7 +202,8 @@ def check_dtypes(device: str) -> list[Check]:
     """Per mode, one seed and three stacked: operand dtypes of a training step."""
     checks = []
     for name in MODES:
-        bad = [v for seeds in (1, 3) for v in violations(name, record_operands(name, seeds, device))]
+        bad = [v for seeds in (1, 3)
+               for v in violations(name, record_operands(name, seeds, device), device)]
         checks.append(Check(f"{name} operand dtypes", f"{len(bad)} off" + (
             f" (e.g. {bad[0]})" if bad else ""), "0 off", not bad))
     return checks
@@ -234,10 +251,14 @@ def check_stack(device: str) -> Check:
 
 
 def check_memory(device: str) -> Check:
-    """Peak device memory of 2 stacked seeds minus 1, against the engine's estimate."""
+    """Peak device memory of 2 stacked seeds minus 1, against the engine's estimate. Both
+    are trained once first, so that cuDNN's autotuning (whose trial workspaces the
+    estimate leaves to the headroom) is done before the peaks are measured."""
     data = synthetic()
     spec = RunSpec(model="resnet9", model_options={"width": 32}, dataset="synthetic",
                    precision="amp_bf16", batch_size=256, iterations=5, device=device)
+    for seeds in (1, 2):
+        train_mod.train_seeds([spec.replace(seed=s) for s in range(seeds)], dataset=data)
     peaks = []
     for seeds in (1, 2):
         torch.cuda.empty_cache()

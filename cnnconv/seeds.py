@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -125,11 +126,6 @@ class SeedStack:
         self.has_dropout = any(isinstance(m, nn.Dropout) and m.p > 0 for m in models[0].modules())
         self._vmapped: dict[tuple[bool, bool], object] = {}
 
-    def _forward_one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
-                     masks: list[Tensor] | None = None) -> Tensor:
-        with DrawnDropout(masks) if masks is not None else contextlib.nullcontext():
-            return functional_call(self.module, (params, buffers), (x,))
-
     def __call__(self, x: Tensor, per_seed: bool = True,
                  dropout: Sequence[Tensor] | None = None) -> Tensor:
         """Forward pass; ``per_seed`` says whether ``x`` has the leading seed dimension,
@@ -143,11 +139,13 @@ class SeedStack:
             params = {k: v[0] for k, v in self.params.items()}
             buffers = {k: v[0] for k, v in self.buffers.items()}
             one_masks = None if masks is None else [m[0] for m in masks]
-            return self._forward_one(params, buffers, single, one_masks)[None]
+            return _forward_one(self.module, params, buffers, single, one_masks)[None]
         key = (per_seed, masks is not None)
         if key not in self._vmapped:
             in_dims = (0, 0, 0 if per_seed else None) + ((0,) if masks is not None else ())
-            self._vmapped[key] = vmap(self._forward_one, in_dims=in_dims)
+            # a partial of the module, not a bound method: no reference cycle through self,
+            # so a finished stack's device memory is freed as soon as it is dropped
+            self._vmapped[key] = vmap(functools.partial(_forward_one, self.module), in_dims=in_dims)
         args = (self.params, self.buffers, x) + ((masks,) if masks is not None else ())
         return self._vmapped[key](*args)  # type: ignore[operator]
 
@@ -171,6 +169,12 @@ class SeedStack:
         state = {k: v[index].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
         model.load_state_dict(state)
         return model
+
+
+def _forward_one(module: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor],
+                 x: Tensor, masks: list[Tensor] | None = None) -> Tensor:
+    with DrawnDropout(masks) if masks is not None else contextlib.nullcontext():
+        return functional_call(module, (params, buffers), (x,))
 
 
 def seed_view(values: Tensor, like: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ free memory holds (``memory``).
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import time
 import warnings
@@ -98,17 +99,29 @@ def train_seeds(
         try:
             results += _Training(part, data, device, SeedStack(models), progress,
                                  teacher_weights, cuda_graph).run()
-        except torch.OutOfMemoryError as error:
-            del models
-            if size == 1:
-                raise RuntimeError(
-                    f"one seed of {base.label()} does not fit on {device} ({error}); use a "
-                    "smaller batch_size or model, or free the device") from error
-            warnings.warn(f"out of memory on {device} with a stack of {size} seeds; "
-                          f"retrying with {size // 2}", stacklevel=2)
-            size //= 2
-            torch.cuda.empty_cache()
+            continue
+        except Exception as error:
+            if not _out_of_memory(error):
+                raise
+            message = f"{type(error).__name__}: {error}"
+        # outside the handler, so the failed attempt's frames (and memory) are gone
+        del models
+        if size == 1:
+            raise RuntimeError(f"one seed of {base.label()} does not fit on {device} ({message}); "
+                               "use a smaller batch_size or model, or free the device")
+        warnings.warn(f"out of memory on {device} with a stack of {size} seeds; "
+                      f"retrying with {size // 2}", stacklevel=2)
+        size //= 2
+        gc.collect()
+        torch.cuda.empty_cache()
     return results
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """The allocator's OOM, or cuDNN's and cuBLAS's own allocation failures."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and any(
+            text in str(error) for text in ("ALLOC_FAILED", "out of memory")))
 
 
 def _stack_size(specs: list[RunSpec], data: data_mod.Dataset, device: torch.device) -> int:
@@ -235,12 +248,18 @@ class _Training:
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> list[RunResult]:
+        step = self.graph or self.step
+        try:
+            return self._loop(step)
+        finally:
+            self.graph = None  # the graph holds self.step: drop the cycle and its memory pool
+
+    def _loop(self, step: Callable[..., Sequence[Tensor]]) -> list[RunResult]:
         n, iterations = len(self.specs), self.iterations
         losses = torch.full((n, iterations), math.nan, device=self.device)
         correct = torch.zeros((n, iterations), dtype=torch.int64, device=self.device)
         accuracy: list[list[float]] = [[] for _ in range(n)]
         diverged: list[int | None] = [None] * n
-        step = self.graph or self.step
         checked, eval_time = 0, 0.0
         batches = iter(self.loader)
         started = time.perf_counter()
@@ -276,7 +295,7 @@ class _Training:
             wall = time.perf_counter() - started
         losses_host, correct_host = losses.cpu().numpy(), correct.cpu().numpy()
         env = {**environment(self.device), "stack": str(n),
-               "cuda_graph": str(self.graph is not None and self.graph.captured).lower()}
+               "cuda_graph": str(isinstance(step, StepGraph) and step.captured).lower()}
         results = []
         for seed, spec in enumerate(self.specs):
             if diverged[seed] is not None:

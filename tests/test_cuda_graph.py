@@ -74,6 +74,9 @@ class FakeCuda:
     def empty_cache(self):
         pass
 
+    def set_stream(self, stream):
+        self.active = stream
+
     def CUDAGraph(self):
         return FakeGraph()
 
@@ -83,6 +86,8 @@ class FakeCuda:
         self.capturing, previous_stream, self.active = graph, self.active, stream
         try:
             yield
+            if self.fail_capture == "oom":
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             if self.fail_capture:
                 raise RuntimeError("operation not permitted when stream is capturing")
         finally:
@@ -93,7 +98,7 @@ class FakeCuda:
 def fake(monkeypatch):
     cuda = FakeCuda()
     for name in ("device", "Stream", "current_stream", "stream", "synchronize", "empty_cache",
-                 "CUDAGraph", "graph"):
+                 "CUDAGraph", "graph", "set_stream"):
         monkeypatch.setattr(torch.cuda, name, getattr(cuda, name))
     monkeypatch.setattr(cuda_graph, "_probe", lambda device: 4.0)
     return cuda
@@ -152,6 +157,16 @@ def test_a_device_left_unusable_by_a_failed_capture_says_how_to_go_on(fake, monk
     graph = StepGraph(doubling_step(fake, []), torch.device("cuda:1"), warmup=0)
     with pytest.raises(RuntimeError, match=r"unusable.*cuda_graph=False"):
         graph(torch.ones(2))
+
+
+def test_running_out_of_memory_in_capture_is_not_a_capture_failure(fake):
+    """It propagates, so train_seeds can halve the stack, instead of training eagerly at
+    the same size."""
+    fake.fail_capture = "oom"
+    graph = StepGraph(doubling_step(fake, []), torch.device("cuda:1"), warmup=0)
+    with pytest.raises(torch.OutOfMemoryError):
+        graph(torch.ones(2))
+    assert graph.failure is None
 
 
 def test_graphs_need_a_cuda_device():

@@ -14,6 +14,7 @@ rules.
 """
 
 import pytest
+import torch
 
 from cnnconv.doctor import record_operands, violations
 from cnnconv.precision import MODES
@@ -36,6 +37,15 @@ def test_an_fp32_run_breaks_the_amp_and_tf32_rules(rule, tiny):
     """Were a stacked amp or tf32 run silently fp32, the check above would fail."""
     bad = violations(rule, record_operands("fp32", 3, dataset=tiny))
     assert any(v.startswith(("convolution", "bmm", "mm")) for v in bad)
+
+
+def test_on_cuda_tf32_operands_are_plain_fp32():
+    """The tensor cores round inside the product: on CUDA a tf32 operand is fp32 storage
+    (doctor.check_products measures the rounding), and a bf16 one is still wrong."""
+    x = torch.randn(4, 4)
+    assert violations("tf32", {"mm": [(x, x)]}, device="cuda") == []
+    assert violations("tf32", {"mm": [(x, x)]}, device="cpu")  # not TF32-representable
+    assert violations("tf32", {"mm": [(x.bfloat16(), x)]}, device="cuda")
 
 
 def test_a_bf16_batch_norm_breaks_the_amp_rule(tiny):
