@@ -156,3 +156,18 @@ def test_every_mode_runs_a_training_step(name):
     loss.backward()
     assert torch.isfinite(loss)
     assert next(model.parameters()).grad.dtype == mode.param_dtype
+
+
+def test_cudnn_autotuning_is_on_for_cuda_runs_only_and_restored():
+    """``fast_kernels`` sets ``cudnn.benchmark`` directly: ``cudnn.flags()`` would also
+    write the legacy ``allow_tf32`` setter, and mixing it with ``fp32_precision`` makes
+    reading the flags raise."""
+    from cnnconv.device import fast_kernels
+
+    before = torch.backends.cudnn.benchmark
+    with fast_kernels(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark == before
+    with precision("fp32", "cuda") as state, fast_kernels(torch.device("cuda", 1)):
+        assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.conv.fp32_precision == state["conv_fp32_precision"] == "ieee"
+    assert torch.backends.cudnn.benchmark == before

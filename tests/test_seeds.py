@@ -172,3 +172,32 @@ def test_loss_scaler_follows_grad_scaler_seed_by_seed():
         assert scaler.scale[0].item() == reference.get_scale()
         assert unscaled[0][1].item() == 1.0
     assert scaler.scale[1].item() == 8.0 * 2 * 2  # the clean seed grew every 2 steps
+
+
+@pytest.mark.parametrize("kind,kernel", [("sgd", "_fused_sgd_"), ("nesterov", "_fused_sgd_"),
+                                         ("adam", "_fused_adam_")])
+def test_the_optimizer_touches_the_weights_only_in_one_fused_kernel_per_group(kind, kernel):
+    """One read and one write of each weight, gradient and state: the old ``_foreach``
+    step computed out of place and copied back (about 14 passes over the weights). Besides
+    the fused kernel, only views (``select``) and the per-seed step counter may run."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    params = [torch.randn(3, 5, 4), torch.randn(3, 4)]
+    optimizer = SeedOptimizer(params, [True, False], kind, 0.9, 1e-2)
+    grads = [torch.randn_like(p) for p in params]
+    lr = torch.tensor(0.1)
+    for apply, calls in ((None, 2), (torch.tensor([True, False, True]), 2 * 3)):
+        recorder = Ops()
+        with recorder:
+            optimizer.step(grads, lr, apply=apply)
+        bookkeeping = {"lift_fresh", "select", "add_", "bitwise_not", "_to_copy"}  # counters, masks
+        assert [op for op in recorder.ops if op not in bookkeeping] == [kernel] * calls
