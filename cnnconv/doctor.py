@@ -7,6 +7,9 @@ measurement with the range it must fall in:
   reference; the relative error must sit at the unit roundoff of the dtype the mode
   names (fp32 near 2^-24 with accumulation, TF32 and fp16 near 2^-11, bf16 near 2^-8),
   so a mode that silently computes in another precision fails.
+- *optimizer*: SGD and Nesterov steps in every parameter dtype against the textbook
+  update (torch's CPU fused SGD kernel skips most of an fp16/bf16 tensor; cnnconv works
+  around it, and this row would show a kernel that does not).
 - *dtypes*: ``OperandRecorder`` records the operand dtypes of every convolution, matmul,
   BatchNorm and loss op of a short stacked training run, forward and backward, and
   ``violations`` holds them against the mode's definition (precision.py's docstring).
@@ -36,6 +39,7 @@ from cnnconv import train as train_mod
 from cnnconv.data import synthetic
 from cnnconv.device import environment, fast_kernels
 from cnnconv.precision import MODES, get_mode, precision
+from cnnconv.seeds import SeedOptimizer
 from cnnconv.spec import RunSpec
 
 # Twin tolerance (tests/test_seeds.py): a change of computation may move a curve by at most
@@ -198,6 +202,41 @@ def check_products(device: str) -> list[Check]:
     return checks
 
 
+def optimizer_gap(kind: str, dtype: torch.dtype, device: str, steps: int = 20) -> float:
+    """Largest difference, in units of ``dtype``'s epsilon, between ``SeedOptimizer``
+    (SGD or Nesterov, momentum 0.9) on 3 stacked seeds of 1,000 weights and the textbook
+    update computed in at least fp32 and stored rounded to ``dtype`` once per step. A
+    kernel that skips part of a tensor (pytorch/pytorch#191763: CPU fused SGD on
+    fp16/bf16) is thousands of epsilons away."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(3, 1000, generator=generator).to(device, dtype)
+    grads = [(0.1 * torch.randn(3, 1000, generator=generator)).to(device, dtype) for _ in range(steps)]
+    lr = torch.tensor(0.1, dtype=torch.float32, device=device)
+    params = start.clone()
+    optimizer = SeedOptimizer([params], [True], kind, 0.9, 0.0)
+    compute = torch.promote_types(dtype, torch.float32)
+    expected, buf = start.clone(), torch.zeros_like(start)
+    for grad in grads:
+        optimizer.step([grad], lr)
+        momentum = 0.9 * buf.to(compute) + grad.to(compute)
+        update = grad.to(compute) + 0.9 * momentum if kind == "nesterov" else momentum
+        expected = (expected.to(compute) - lr.to(compute) * update).to(dtype)
+        buf = momentum.to(dtype)
+    gap = (params.double() - expected.double()).abs().max().item()
+    return gap / torch.finfo(dtype).eps
+
+
+def check_optimizer(device: str) -> list[Check]:
+    """The optimizer's step in every parameter dtype against the textbook update."""
+    checks = []
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        for kind in ("sgd", "nesterov"):
+            gap = optimizer_gap(kind, dtype, device)
+            checks.append(Check(f"{kind} step, {str(dtype).removeprefix('torch.')}",
+                                f"{gap:.2g} eps from textbook", "<= 4 eps", gap <= 4))
+    return checks
+
+
 def check_dtypes(device: str) -> list[Check]:
     """Per mode, one seed and three stacked: operand dtypes of a training step."""
     checks = []
@@ -284,6 +323,7 @@ def run_checks(device: str, report: Callable[[Check], None] | None = None) -> li
     """Every check that applies to ``device``, each reported as it finishes."""
     steps: list[Callable[[], list[Check] | Check]] = [lambda: versions(device),
                                                       lambda: check_products(device),
+                                                      lambda: check_optimizer(device),
                                                       lambda: check_dtypes(device)]
     if torch.device(device).type == "cuda":
         steps += [lambda: check_cuda_graph(device), lambda: check_stack(device),
