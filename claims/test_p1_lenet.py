@@ -25,9 +25,9 @@ def accuracy_in_epoch(arm, p1, epoch):
 
 @pytest.mark.xfail_at_scale(
     "cpu", reason=(
-        'measured (5 seeds): after 8 epochs on 2,500 images accuracy falls monotonically '
-        'with batch size; batch 8 beats every larger batch (bs16 - bs8 = -0.074 [-0.087, '
-        "-0.062]); with few epochs the number of updates dominates, the source's 500 "
+        'measured (5 seeds, engine 3): after 8 epochs on 2,500 images accuracy falls '
+        'with batch size; batch 8 beats every larger batch (bs16 - bs8 = -0.071 [-0.077, '
+        "-0.066]); with few epochs the number of updates dominates, the source's 500 "
         'epochs are needed for the peak'
     ),
 )
@@ -45,8 +45,8 @@ def test_accuracy_is_an_inverted_u_in_batch_size(arms, p1, alpha):
 
 @pytest.mark.xfail_at_scale(
     "cpu", reason=(
-        'measured (5 seeds): in epoch 2 batch 8 is ahead of batch 16 by 0.038 [0.022, '
-        '0.054]; no interior peak at this scale'
+        'measured (5 seeds, engine 3): in epoch 2 batch 8 is ahead of batch 16 by 0.035 '
+        '[0.015, 0.054]; no interior peak at this scale'
     ),
 )
 @pytest.mark.claim(
@@ -62,11 +62,12 @@ def test_early_convergence_is_an_inverted_u_in_batch_size(arms, p1, alpha):
 
 
 @pytest.mark.xfail_at_scale(
-    "cpu", reason=(
-        'measured (5 seeds, 2-core CPU), three fresh runs: epoch-time ratio bs8/bs16 = '
-        '1.51 [1.29, 1.73], 1.49 [1.46, 1.51] and 1.62 [1.38, 1.87]; on a CPU the cost of '
-        'a step grows with its batch even at batch 8, so doubling the batch saves less '
-        'than half'
+    "cpu", strict=False, reason=(
+        'measured (5 seeds, 2-core CPU, one seed per computation), three fresh runs of '
+        'engine 3: epoch-time ratio bs8/bs16 = 1.95 [1.69, 2.21], 1.39 [1.08, 1.69], 1.35 '
+        '[1.09, 1.61] (engine 2: 1.49-1.62); on a CPU the cost of a step grows with its batch, '
+        'so doubling the batch mostly saves less than half, and the ratio moves with the load'
+        ' of the machine (not strict: a wall-clock verdict on a shared CPU)'
     ),
 )
 @pytest.mark.claim(
@@ -75,7 +76,11 @@ def test_early_convergence_is_an_inverted_u_in_batch_size(arms, p1, alpha):
     paper="batch 8: 31 s/epoch, batch 16: 16 s/epoch (GTX 1050 Ti), ratio 1.94",
 )
 def test_doubling_a_small_batch_halves_epoch_time(arms, p1, alpha):
-    small, double = arms(bs8=p1.run(batch_size=8), bs16=p1.run(batch_size=16))
+    # One seed per computation (a stack's wall clock is not one run's), and runs of their
+    # own: an extra evaluation at iteration 1 (its time is left out) gives them keys that
+    # the other P1 claims' stacked runs do not share.
+    small, double = arms(stack=1, bs8=p1.run(batch_size=8, eval_at=(1,)),
+                         bs16=p1.run(batch_size=16, eval_at=(1,)))
     seconds = [arm.per_seed(lambda run: run.wall_time - run.eval_time) for arm in (small, double)]
     # Timings come from when each run was trained (on the machine that trained it).
     return stats.within(seconds[0] / seconds[1], 1.6, 2.4, alpha=alpha,
@@ -97,9 +102,9 @@ def test_accuracy_is_an_inverted_u_in_learning_rate(arms, p1, alpha):
 
 @pytest.mark.xfail_at_scale(
     "cpu", reason=(
-        'measured (5 seeds): at 8 epochs on 2,500 images 2 of 5 runs at lr 0.5 fail to '
-        'converge and 3 fit the data; the proportion 0.4 [0.11, 1] does not exceed one '
-        'half'
+        'measured (5 seeds, engine 3): at 8 epochs on 2,500 images every run at lr 0.5 '
+        'converges (engine 2, whose dropout masks differed: 2 of 5 failed); the proportion '
+        'that diverge or stay below 15% is 0 [0, 1], not above one half'
     ),
 )
 @pytest.mark.claim(

@@ -108,9 +108,10 @@ FP16_SPEEDUP = 2.0
 
 @pytest.mark.slow(seconds=100)
 @pytest.mark.xfail_at_scale("cpu", reason=(
-    "measured (5 seeds): without tensor cores, float16 autocast steps run 1.22x as fast as "
-    "fp32 on this CPU, short of 2x; accuracy -0.27 points, within one point but not yet "
-    "shown so (about 8 seeds)"))
+    "measured (5 seeds, engine 3, whose fp16 arm really computes its convolutions in fp16; "
+    "engine 2's stacked amp runs were fp32): this CPU has no fast fp16 convolution, so an "
+    "fp16 step runs at 0.21x the fp32 rate, far short of 2x; accuracy -0.49 points "
+    "[-1.99, +1.01], within one point not yet shown"))
 @pytest.mark.claim(
     "P3-FP16", source="P3",
     sentence="Mixed-precision (fp16) training is 2-3x faster than fp32, with no loss of "
@@ -130,6 +131,10 @@ def test_mixed_precision_is_faster_and_as_accurate(arms, p3, alpha):
     ], alpha=alpha)
 
 
+@pytest.mark.xfail_at_scale("cpu", reason=(
+    "measured (5 seeds, engine 3): cosine - step final accuracy +0.0018 [-0.0104, +0.0140] "
+    "against a non-inferiority margin of -0.01, p=0.054: undecided at n=5 (about 9 seeds "
+    "would settle it; engine 2 gave +0.0034, p=0.0099)"))
 @pytest.mark.claim(
     "P3-COSINE", source="P3",
     sentence="Cosine learning-rate decay is at least as good as step decay.",

@@ -227,17 +227,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Turn ``xfail_at_scale(scale, reason=...)`` into a strict xfail of that scale's item.
 
     Only the claim's own verdict failure counts as the expected failure (``raises``): a
-    missing data set or a crash in a marked claim is still an error.
+    missing data set or a crash in a marked claim is still an error. ``strict=False``
+    is for a verdict that moves with the machine's load (a wall-clock timing measured
+    on a shared CPU): it may then pass without failing the run.
     """
     for item in items:
         callspec = getattr(item, "callspec", None)
         params = callspec.params if callspec else {}
         for marker in item.iter_markers("xfail_at_scale"):
-            wanted = {k: v for k, v in marker.kwargs.items() if k != "reason"}
+            wanted = {k: v for k, v in marker.kwargs.items() if k not in ("reason", "strict")}
             if marker.args and marker.args[0] == params.get("scale") and all(
                     params.get(k) == v for k, v in wanted.items()):
                 item.add_marker(pytest.mark.xfail(
-                    strict=True, reason=marker.kwargs["reason"], raises=pytest.fail.Exception))
+                    strict=marker.kwargs.get("strict", True), reason=marker.kwargs["reason"],
+                    raises=pytest.fail.Exception))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

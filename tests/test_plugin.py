@@ -132,6 +132,24 @@ def test_slow_claims_need_the_option_and_xfail_matches_parameters(pytester, tmp_
     full.assert_outcomes(passed=2, xfailed=1)
 
 
+def test_xfail_at_scale_is_strict_unless_told(pytester):
+    pytester.makepyfile('''
+        import pytest
+        from cnnconv import stats
+        @pytest.mark.xfail_at_scale("cpu", reason="measured: refuted")
+        @pytest.mark.claim("T-STRICT")
+        def test_strict(scale):
+            return stats.exact(1.0, True)
+        @pytest.mark.xfail_at_scale("cpu", strict=False, reason="measured: a timing")
+        @pytest.mark.claim("T-TIMING")
+        def test_timing(scale):
+            return stats.exact(1.0, True)
+    ''')
+    result = pytester.runpytest_subprocess("--cnnconv-scale=cpu")
+    result.assert_outcomes(failed=1, xpassed=1)
+    result.stdout.fnmatch_lines(["*test_strict*", "*XPASS(strict)] measured: refuted*"])
+
+
 def test_xfail_at_scale_does_not_hide_other_errors(pytester):
     pytester.makepyfile('''
         import pytest
