@@ -52,6 +52,11 @@ def vectorisable(model: nn.Module) -> bool:
                if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
 
 
+def has_dropout(model: nn.Module) -> bool:
+    """Whether ``model`` drops anything out (an ``nn.Dropout`` with p > 0)."""
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+
+
 class DrawnDropout(TorchFunctionMode):
     """Dropout with masks drawn beforehand: the i-th ``F.dropout`` call in training mode
     multiplies by ``masks[i]`` (True keeps) scaled by ``1 / (1 - p)``, as dropout does."""
@@ -95,7 +100,7 @@ def dropout_shapes(model: nn.Module, sample: Tensor) -> list[tuple[float, tuple[
     """``(p, per-sample shape)`` of each dropout call of the forward pass, in call order:
     what the loader draws masks for. Found by one forward of ``sample`` (one input, no
     batch dimension) in eval mode, so no statistic of the model changes."""
-    if not any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+    if not has_dropout(model):
         return []
     was_training = model.training
     recorder = _RecordDropout()
@@ -129,7 +134,7 @@ class SeedStack:
         self.n = len(models)
         self.params, self.buffers = stack_module_state(list(models))
         self.module = copy.deepcopy(models[0]).to("meta")  # structure only; weights live here
-        self.has_dropout = any(isinstance(m, nn.Dropout) and m.p > 0 for m in models[0].modules())
+        self.has_dropout = has_dropout(models[0])
         self._vmapped: dict[tuple[bool, bool], object] = {}
 
     def __call__(self, x: Tensor, per_seed: bool = True,
