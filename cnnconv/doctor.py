@@ -25,6 +25,7 @@ On a CPU the first two run (TF32 emulated) and the table says there is no GPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -134,16 +135,18 @@ def violations(mode_name: str, calls: dict[str, list[tuple[torch.Tensor, ...]]],
     return found
 
 
-def record_operands(precision_name: str, seeds: int, device: str = "cpu",
-                    dataset=None) -> dict[str, list[tuple[torch.Tensor, ...]]]:
+@functools.lru_cache(maxsize=32)
+def record_operands(precision_name: str, seeds: int,
+                    device: str = "cpu") -> dict[str, list[tuple[torch.Tensor, ...]]]:
     """The operands of a one-step run (and its evaluation) of ResNet-18 with CBAM in every
-    block, ``seeds`` stacked, eagerly (a replayed graph dispatches nothing to record)."""
+    block, ``seeds`` stacked, on 256 synthetic images, eagerly (a replayed graph
+    dispatches nothing to record). Kept per process: the tests and the doctor share it."""
     specs = [RunSpec(model="resnet18", model_options={"width": 4, "cbam": "all"},
                      dataset="synthetic", precision=precision_name, batch_size=4, iterations=1,
                      test_subset=8, seed=seed, device=device) for seed in range(seeds)]
     recorder = OperandRecorder()
     with recorder:
-        train_mod.train_seeds(specs, dataset=dataset or synthetic(256, 128), vectorise=True,
+        train_mod.train_seeds(specs, dataset=synthetic(256, 128), vectorise=True,
                               cuda_graph=False)
     return recorder.calls
 

@@ -22,8 +22,8 @@ from cnnconv.precision import MODES
 
 @pytest.mark.parametrize("seeds", [1, 3])
 @pytest.mark.parametrize("precision", list(MODES))
-def test_every_operand_has_the_dtype_its_mode_names(precision, seeds, tiny):
-    calls = record_operands(precision, seeds, dataset=tiny)
+def test_every_operand_has_the_dtype_its_mode_names(precision, seeds):
+    calls = record_operands(precision, seeds, "cpu")
     # forward and backward of every kind were seen (vmap turns linears into bmm)
     assert calls["convolution"] and calls["convolution_backward"]
     assert calls["norm"] and calls["loss"]
@@ -33,9 +33,9 @@ def test_every_operand_has_the_dtype_its_mode_names(precision, seeds, tiny):
 
 
 @pytest.mark.parametrize("rule", ["amp_bf16", "amp_fp16", "tf32"])
-def test_an_fp32_run_breaks_the_amp_and_tf32_rules(rule, tiny):
+def test_an_fp32_run_breaks_the_amp_and_tf32_rules(rule):
     """Were a stacked amp or tf32 run silently fp32, the check above would fail."""
-    bad = violations(rule, record_operands("fp32", 3, dataset=tiny))
+    bad = violations(rule, record_operands("fp32", 3, "cpu"))
     assert any(v.startswith(("convolution", "bmm", "mm")) for v in bad)
 
 
@@ -48,7 +48,7 @@ def test_on_cuda_tf32_operands_are_plain_fp32():
     assert violations("tf32", {"mm": [(x.bfloat16(), x)]}, device="cuda")
 
 
-def test_a_bf16_batch_norm_breaks_the_amp_rule(tiny):
+def test_a_bf16_batch_norm_breaks_the_amp_rule():
     """The single-seed half of the old bug: autocast left BatchNorm's input in bf16."""
-    bad = violations("amp_bf16", record_operands("bf16", 1, dataset=tiny))
+    bad = violations("amp_bf16", record_operands("bf16", 1, "cpu"))
     assert any(v.startswith("norm: bfloat16") for v in bad)
