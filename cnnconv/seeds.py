@@ -70,8 +70,7 @@ class DrawnDropout(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is not F.dropout:
             return func(*args, **kwargs)
-        named = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
-        x, p, training = named["input"], named.get("p", 0.5), named.get("training", True)
+        x, p, training = _dropout_call(args, kwargs)
         if not training or p == 0:
             return x
         if self.used == len(self.masks):
@@ -90,10 +89,16 @@ class _RecordDropout(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         if func is F.dropout:
-            named = dict(zip(("input", "p"), args), **kwargs)
-            if named.get("p", 0.5) > 0:
-                self.calls.append((float(named.get("p", 0.5)), tuple(named["input"].shape[1:])))
+            x, p, _ = _dropout_call(args, kwargs)
+            if p > 0:
+                self.calls.append((float(p), tuple(x.shape[1:])))
         return func(*args, **kwargs)
+
+
+def _dropout_call(args: tuple, kwargs: dict) -> tuple[Tensor, float, bool]:
+    """``(input, p, training)`` of an ``F.dropout`` call, with F.dropout's defaults."""
+    named = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
+    return named["input"], named.get("p", 0.5), named.get("training", True)
 
 
 def dropout_shapes(model: nn.Module, sample: Tensor) -> list[tuple[float, tuple[int, ...]]]:
