@@ -357,8 +357,9 @@ def _rank_power(estimate: _Estimate, margin: float, n: int, alpha: float) -> flo
     """
     if n > RANK_POWER_SIMULATED_UP_TO:
         return replace(estimate, efficiency=RANK_EFFICIENCY).power_above(margin, n, alpha)
-    if estimate.se == 0:
-        return float(estimate.value > margin)
+    if estimate.se == 0:  # every draw ranks alike: the test's smallest p decides
+        smallest_p = 2.0**-n if len(estimate.sizes) == 1 else 1 / math.comb(2 * n, n)
+        return float(estimate.value > margin and smallest_p < alpha)
     shift = (estimate.value - margin) / math.sqrt(np.mean(estimate.unit_variances))
     rng = np.random.default_rng(0)
     draws = rng.normal(shift, 1.0, (RANK_POWER_DRAWS, n))
@@ -399,8 +400,15 @@ def _rank_test(
         return (p_claim, p_against, *_hodges_lehmann(walsh, _signed_rank_null(len(d)), alpha),
                 "Wilcoxon signed-rank, one-sided")
     assert isinstance(y, np.ndarray)
-    p_claim = float(sps.mannwhitneyu(x - margin, y, alternative="greater").pvalue)
-    p_against = float(sps.mannwhitneyu(x - margin, y, alternative="less").pvalue)
+    # scipy's exact null assumes no ties; with ties, the permutation distribution (exact
+    # while the splits number at most 100,000) instead of the normal approximation.
+    shifted = x - margin
+    splits = math.comb(len(x) + len(y), len(x))
+    method: object = "auto"
+    if len(np.unique(np.concatenate([shifted, y]))) < len(x) + len(y) and splits <= 100_000:
+        method = sps.PermutationMethod(n_resamples=splits, random_state=0)
+    p_claim = float(sps.mannwhitneyu(shifted, y, alternative="greater", method=method).pvalue)
+    p_against = float(sps.mannwhitneyu(shifted, y, alternative="less", method=method).pvalue)
     differences = (x[:, None] - y[None, :]).ravel()
     return (p_claim, p_against, *_hodges_lehmann(differences, _rank_sum_null(len(x), len(y)), alpha),
             "Mann-Whitney U, one-sided")
@@ -413,10 +421,11 @@ def _hodges_lehmann(
 
     The rank statistic at shift theta counts the averages above theta; inverting its
     one-sided tests at alpha gives the interval between the (c+1)-th and the (M-c)-th
-    sorted average, where c is the largest count with P(statistic <= c) <= alpha.
+    sorted average, where c is the largest count with P(statistic <= c) < alpha (strict,
+    as the verdict's p < alpha).
     """
     ordered = np.sort(averages)
-    below = np.nonzero(np.cumsum(null) <= alpha + 1e-12)[0]
+    below = np.nonzero(np.cumsum(null) < alpha * (1 - 1e-9))[0]
     if len(below) == 0:
         return float(np.median(ordered)), (-math.inf, math.inf)
     c = int(below[-1])
@@ -439,14 +448,16 @@ def _rank_sum_null(m: int, n: int) -> np.ndarray:
     The largest of the i + j values is an x with probability i / (i + j), and then beats
     all j y's: P_ij(u) = i/(i+j) P_(i-1)j(u - j) + j/(i+j) P_i(j-1)(u).
     """
-    table = {(0, j): np.ones(1) for j in range(n + 1)} | {(i, 0): np.ones(1) for i in range(m + 1)}
+    previous = [np.ones(1)] * (n + 1)  # the row i - 1, by j
     for i in range(1, m + 1):
+        row = [np.ones(1)]
         for j in range(1, n + 1):
             result = np.zeros(i * j + 1)
-            result[j:j + (i - 1) * j + 1] += i / (i + j) * table[i - 1, j]
-            result[: i * (j - 1) + 1] += j / (i + j) * table[i, j - 1]
-            table[i, j] = result
-    return table[m, n]
+            result[j:j + (i - 1) * j + 1] += i / (i + j) * previous[j]
+            result[: i * (j - 1) + 1] += j / (i + j) * row[j - 1]
+            row.append(result)
+        previous = row
+    return previous[n]
 
 
 # --- equivalence ---------------------------------------------------------------------------
@@ -471,8 +482,9 @@ def equivalent(
     is mean(a)/mean(b) - 1 with Fieller's interval. Both means must be positive.
 
     Supported when both one-sided tests reject at alpha; refuted when the difference is
-    significantly outside the band (the (1 - 2 alpha) interval lies beyond one end).
-    Never "p > 0.05, so they are equal".
+    significantly outside the band, beyond either end (Bonferroni over the two: where the
+    band is narrow against the noise, both could reject). Never "p > 0.05, so they are
+    equal".
     """
     x, y = _samples(a, b, paired)
     _check_alpha(alpha)
@@ -496,13 +508,18 @@ def equivalent(
         effect, ci = low.value, low.interval(alpha)
         effect_name = f"mean difference (margin ±{margin:.4g})"
     p_claim = max(low.p_above(bounds[0]), high.p_below(bounds[1]))
-    p_against = min(low.p_below(bounds[0]), high.p_above(bounds[1]))
+    p_against = _either_end(low.p_below(bounds[0]), high.p_above(bounds[1]))
     kind = "one-sample t" if one_sample else ("paired t" if paired else "Welch t")
     return Decision(
         p_claim, p_against, effect, ci, len(x) if one_sample or paired else min(len(x), len(y)),
         alpha, f"TOST {kind}" + (", ratio" if relative else ""), label, effect_name,
         partial(_power_tost, low, bounds[0], high, bounds[1]), _no_spread_note([low, high]),
     )
+
+
+def _either_end(p_below_low: float, p_above_high: float) -> float:
+    """p against a band: outside it at either end, Bonferroni over the two ends."""
+    return min(1.0, 2 * min(p_below_low, p_above_high))
 
 
 def _power_tost(low: _Estimate, low_bound: float, high: _Estimate, high_bound: float,
@@ -757,8 +774,9 @@ def std_within(x: ArrayLike, low: float, high: float, *, alpha: float = 0.05,
 
     An equivalence test on the spread of a normal sample: supported when the std is
     significantly above ``low`` and significantly below ``high``; refuted when it is
-    significantly outside the band. Compatibility with a value is not evidence for it:
-    two seeds leave the std undetermined, and the verdict says so.
+    significantly outside the band (Bonferroni over its two ends). Compatibility with a
+    value is not evidence for it: two seeds leave the std undetermined, and the verdict
+    says so.
     """
     values = _sample(x, "x")
     if not 0 <= low < high:
@@ -771,7 +789,7 @@ def std_within(x: ArrayLike, low: float, high: float, *, alpha: float = 0.05,
     below_high = sps.chi2.cdf(df * s**2 / high**2, df)
     above_high = sps.chi2.sf(df * s**2 / high**2, df)
     return Decision(
-        float(max(above_low, below_high)), float(min(below_low, above_high)), s,
+        float(max(above_low, below_high)), _either_end(float(below_low), float(above_high)), s,
         std_interval(values, 1 - 2 * alpha), n, alpha, "two one-sided chi-square tests of the std",
         label, f"std (band [{low:g}, {high:g}])", partial(_power_std_within, s, low, high),
         "" if s > 0 else "every seed gives the same value: more seeds cannot settle it",
@@ -804,18 +822,51 @@ def trend(
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError(f"trend needs finite levels and values, got {x.tolist()}, {y.tolist()}")
     _check_alpha(alpha)
-    claim = sps.kendalltau(x, y, alternative="less" if decreasing else "greater")
-    against = sps.kendalltau(x, y, alternative="greater" if decreasing else "less")
-    tau = float(claim.statistic) if np.isfinite(claim.statistic) else 0.0
-    p_claim = float(claim.pvalue) if np.isfinite(claim.pvalue) else 1.0
-    p_against = float(against.pvalue) if np.isfinite(against.pvalue) else 1.0
+    tau = float(_tau_b(x, y))
+    p_less, p_greater = _kendall_p(x, y)
+    p_claim, p_against = (p_less, p_greater) if decreasing else (p_greater, p_less)
     half = sps.norm.isf(alpha) * math.sqrt(0.437 / (len(x) - 4))
-    z = math.atanh(float(np.clip(tau, -1 + 1e-9, 1 - 1e-9)))
+    # atanh(+-1) is infinite: a perfect order is placed one discordant pair from perfect,
+    # and the interval reaches the perfect value itself.
+    nearest = 1 - 4 / (len(x) * (len(x) - 1))
+    z = math.atanh(float(np.clip(tau, -nearest, nearest)))
+    ci = (min(math.tanh(z - half), tau), max(math.tanh(z + half), tau))
     return Decision(
-        p_claim, p_against, tau, (math.tanh(z - half), math.tanh(z + half)), len(x), alpha,
+        p_claim, p_against, tau, ci, len(x), alpha,
         "Kendall's tau, one-sided", label, f"tau (claimed {'<' if decreasing else '>'} 0)",
         note="more levels, not more seeds, would settle it",
     )
+
+
+def _tau_b(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Kendall's tau-b of x against each y along ``axis`` (0 where either is constant)."""
+    y = np.moveaxis(y, axis, -1)
+    i, j = np.triu_indices(len(x), 1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[..., i] - y[..., j])
+    untied = np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy, axis=-1))
+    return np.divide((sx * sy).sum(axis=-1), untied, out=np.zeros(untied.shape), where=untied > 0)
+
+
+def _kendall_p(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """One-sided p-values (tau < 0, tau > 0) of Kendall's tau: scipy's exact test without
+    ties; with ties (counts over a grid often tie), the permutation distribution, exact up
+    to 8 levels (8! orders), else 9,999 random orders."""
+    if len(np.unique(y)) == 1 or len(np.unique(x)) == 1:
+        return 1.0, 1.0
+    if len(np.unique(x)) == len(x) and len(np.unique(y)) == len(y):
+        return tuple(float(sps.kendalltau(x, y, alternative=side).pvalue)  # type: ignore[return-value]
+                     for side in ("less", "greater"))
+    orders = math.factorial(len(x))
+    result = sps.permutation_test(
+        (y,), partial(_tau_b, x), permutation_type="pairings", vectorized=True,
+        alternative="less", n_resamples=orders if orders <= 40_320 else 9_999,
+        random_state=np.random.default_rng(0))
+    # The other side from the same null distribution, with scipy's tolerance for ties.
+    tolerance = 1e-14 * max(1.0, abs(result.statistic))
+    exact = orders <= 40_320
+    above = np.count_nonzero(result.null_distribution >= result.statistic - tolerance)
+    p_greater = above / orders if exact else (above + 1) / (9_999 + 1)
+    return float(result.pvalue), float(p_greater)
 
 
 def exact(value: float, holds: bool, *, alpha: float = 0.05, label: str = "",
