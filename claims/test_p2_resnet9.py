@@ -12,6 +12,9 @@ from cnnconv import stats
 from cnnconv.models import LADDER_STEPS
 
 PAPER_SEEDS = 25
+# "About 0.15%" read as within a factor 1.5 either way: 25 seeds measure a std to about
+# +-25% (90% chi-square interval), so the band can be shown to hold or to fail.
+SPREAD, SPREAD_FACTOR = 0.0015, 1.5
 CPU_NOTE = ("94% is a full-scale figure: the cpu scale trains a width-4 ResNet-9 on 2,560 "
             "images for 8 epochs")
 
@@ -45,14 +48,15 @@ def test_resnet9_reaches_94_percent(arms, p2, scale, alpha):
 )
 def test_run_to_run_spread_is_0_15_percent(arms, p2, scale, alpha):
     accuracy = resnet9(arms, p2, scale).final_accuracy()
-    return stats.std_contains(accuracy, 0.0015, alpha=alpha, label="std of final accuracy")
+    return stats.std_within(accuracy, SPREAD / SPREAD_FACTOR, SPREAD * SPREAD_FACTOR, alpha=alpha,
+                            label="std of final accuracy")
 
 
 @pytest.mark.slow(seconds=300)
 @pytest.mark.xfail_at_scale("cpu", reason=(
-    'measured (5 seeds): the first step holds (+8.1 points), 3x3 -> max pool +4.0 is unde'
-    'cided, global max pool + 2x width gains nothing (-0.5) and the final step loses 5.2 '
-    'points [1.3, 9.0] at width 4 on 2,560 images'))
+    'measured (5 seeds, engine 3): the first two steps hold (+8.3 and +4.1 points), global '
+    'max pool + 2x width gains nothing (-0.5 [-4.5, +3.4]) and the final step loses 5.6 '
+    'points [1.5, 9.8] (not significant after Holm over the four) at width 4 on 2,560 images'))
 @pytest.mark.claim(
     "P2-LADDER", source="P2",
     sentence="Each step of the 20-epoch ablation ladder improves test accuracy.",
