@@ -190,6 +190,12 @@ POWER = {
                                  relative=True, paired=False),
         lambda r, n: stats.equivalent(r.normal(1, 0.05, n), r.normal(1, 0.05, n), margin=0.03,
                                       relative=True, paired=False)),
+    "equivalent relative paired": (
+        lambda: stats.equivalent(_exact(1.01, 0.05, 8), np.ones(8), margin=0.05, relative=True),
+        lambda r, n: stats.equivalent(r.normal(1.01, 0.05, n), np.ones(n), margin=0.05,
+                                      relative=True)),
+    "within": (lambda: stats.within(_exact(1.0, 0.05, 6), 0.95, 1.1),
+               lambda r, n: stats.within(r.normal(1.0, 0.05, n), 0.95, 1.1)),
     "std within": (lambda: stats.std_within(_exact(0, 0.0015, 25), 0.001, 0.00225),
                    lambda r, n: stats.std_within(r.normal(0, 0.0015, n), 0.001, 0.00225)),
     "most often": (lambda: stats.most_often([True] * 8 + [False] * 2),
@@ -199,6 +205,13 @@ POWER = {
                               stats.greater(_exact(0.5, 1, 8, 1), np.zeros(8))]),
         lambda r, n: stats.all_of([stats.greater(r.normal(0.3, 1, n), np.zeros(n)),
                                    stats.greater(r.normal(0.5, 1, n), np.zeros(n))])),
+    "ordered": (
+        lambda: stats.ordered([_exact(0.6, 1, 8), np.full(8, 0.3), np.zeros(8)]),
+        lambda r, n: stats.ordered([r.normal(0.6, 1, n), np.full(n, 0.3), np.zeros(n)])),
+    "argmax within": (
+        lambda: stats.argmax_within([_exact(0.5, 1, 8), np.zeros(8), np.zeros(8)], [2, 4, 8], 2, 2),
+        lambda r, n: stats.argmax_within([r.normal(0.5, 1, n), np.zeros(n), np.zeros(n)],
+                                         [2, 4, 8], 2, 2)),
     "interior maximum": (
         lambda: stats.interior_maximum([np.zeros(8), _exact(0.5, 1, 8), np.zeros(8)]),
         lambda r, n: stats.interior_maximum([np.zeros(n), r.normal(0.5, 1, n), np.zeros(n)])),
@@ -207,7 +220,8 @@ POWER = {
 
 # Where power may exceed 80% well: a union bound over comparisons (all_of, a candidate
 # against both ends), the saw-tooth of exact binomial and rank tests at small n.
-LOOSE_POWER = ("all_of two parts", "interior maximum", "most often", "greater Wilcoxon, large effect")
+LOOSE_POWER = ("all_of two parts", "ordered", "interior maximum", "argmax within", "most often",
+               "greater Wilcoxon, large effect")
 
 
 @pytest.mark.parametrize("case", list(POWER))
