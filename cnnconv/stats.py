@@ -29,6 +29,7 @@ from functools import cached_property, partial
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import special
 from scipy import stats as sps
 from scipy.ndimage import uniform_filter1d
 
@@ -223,20 +224,24 @@ class _Estimate:
     def at(self, n: int) -> _Estimate:
         return replace(self, sizes=(n,) * len(self.sizes))
 
+    # Student's t through scipy.special's ufuncs (stdtr: the cdf, stdtrit: its inverse,
+    # nctdtr: the noncentral cdf): the same numbers as scipy.stats.t, a thirtieth of the
+    # cost, which the calibration tests' tens of thousands of decisions feel.
+
     def p_above(self, bound: float) -> float:
         """p of H0 "the contrast is <= bound" (small when significantly above it)."""
         if self.se == 0:
             return 0.0 if self.value > bound else 1.0
-        return float(sps.t.sf((self.value - bound) / self.se, self.df))
+        return float(special.stdtr(self.df, (bound - self.value) / self.se))
 
     def p_below(self, bound: float) -> float:
         """p of H0 "the contrast is >= bound"."""
         if self.se == 0:
             return 0.0 if self.value < bound else 1.0
-        return float(sps.t.cdf((self.value - bound) / self.se, self.df))
+        return float(special.stdtr(self.df, (self.value - bound) / self.se))
 
     def interval(self, alpha: float) -> tuple[float, float]:
-        half = float(sps.t.isf(alpha, self.df)) * self.se if self.se else 0.0
+        half = float(special.stdtrit(self.df, 1 - alpha)) * self.se if self.se else 0.0
         return self.value - half, self.value + half
 
     def power_above(self, bound: float, n: int, alpha: float) -> float:
@@ -246,9 +251,9 @@ class _Estimate:
         scaled = self.at(n)
         if scaled.se == 0:
             return float(self.value > bound)
-        critical = sps.t.isf(alpha, scaled.df)
+        critical = special.stdtrit(scaled.df, 1 - alpha)
         shift = (self.value - bound) / scaled.se * math.sqrt(self.efficiency)
-        power = float(sps.nct.sf(critical, scaled.df, shift))
+        power = 1 - float(special.nctdtr(scaled.df, shift, critical))
         # scipy's noncentral t gives nan far out in the tail (a near-zero spread).
         return power if math.isfinite(power) else float(shift > critical)
 
