@@ -240,8 +240,12 @@ class _Estimate:
             return 0.0 if self.value < bound else 1.0
         return float(special.stdtr(self.df, (self.value - bound) / self.se))
 
+    def critical(self, alpha: float) -> float:
+        """The t quantile a one-sided test at ``alpha`` must exceed."""
+        return float(special.stdtrit(self.df, 1 - alpha))
+
     def interval(self, alpha: float) -> tuple[float, float]:
-        half = float(special.stdtrit(self.df, 1 - alpha)) * self.se if self.se else 0.0
+        half = self.critical(alpha) * self.se if self.se else 0.0
         return self.value - half, self.value + half
 
     def power_above(self, bound: float, n: int, alpha: float) -> float:
@@ -251,7 +255,7 @@ class _Estimate:
         scaled = self.at(n)
         if scaled.se == 0:
             return float(self.value > bound)
-        critical = special.stdtrit(scaled.df, 1 - alpha)
+        critical = scaled.critical(alpha)
         shift = (self.value - bound) / scaled.se * math.sqrt(self.efficiency)
         power = 1 - float(special.nctdtr(scaled.df, shift, critical))
         # scipy's noncentral t gives nan far out in the tail (a near-zero spread).
@@ -270,10 +274,11 @@ def _contrast(x: np.ndarray, y: np.ndarray | float, paired: bool, rho: float = 1
                      (float(x.var(ddof=1)), float(rho**2 * y.var(ddof=1))), (len(x), len(y)))
 
 
+NO_SPREAD = "every seed gives the same value: more seeds cannot settle it"
+
+
 def _no_spread_note(estimates: Sequence[_Estimate]) -> str:
-    if all(e.se == 0 for e in estimates):
-        return "every seed gives the same value: more seeds cannot settle it"
-    return ""
+    return NO_SPREAD if all(e.se == 0 for e in estimates) else ""
 
 
 # --- directional decisions ---------------------------------------------------------------
@@ -549,7 +554,7 @@ def _fieller(x: np.ndarray, y: np.ndarray | float, paired: bool, alpha: float) -
         vxx, vxy, vyy = covariance[0, 0], covariance[0, 1], covariance[1, 1]
     else:
         vxx, vxy, vyy = x.var(ddof=1) / len(x), 0.0, y.var(ddof=1) / len(y)
-    t2 = float(sps.t.isf(alpha, _contrast(x, y, paired, rho=mx / my).df)) ** 2
+    t2 = _contrast(x, y, paired, rho=mx / my).critical(alpha) ** 2
     a, b, c = my**2 - t2 * vyy, mx * my - t2 * vxy, mx**2 - t2 * vxx
     discriminant = b**2 - a * c
     if a <= 0 or discriminant < 0:
@@ -663,7 +668,7 @@ def interior_maximum(
     interior, ends = list(range(1, len(groups) - 1)), [0, len(groups) - 1]
     tested = _intersection_union(groups, interior, ends, names, paired, alpha)
     best = min(tested, key=lambda t: t.p_value)
-    p_against = max(min(1.0, len(ends) * min(d.p_against for d in t.parts)) for t in tested)
+    p_against = max(_either_end(*(d.p_against for d in t.parts)) for t in tested)
     peak = best.parts[0].label.split(" > ")[0]
     return replace(best, p_against=p_against, label=label or f"peak at {peak}",
                    test=f"intersection-union, Bonferroni over {len(interior)} interior levels")
@@ -797,7 +802,7 @@ def std_within(x: ArrayLike, low: float, high: float, *, alpha: float = 0.05,
         float(max(above_low, below_high)), _either_end(float(below_low), float(above_high)), s,
         std_interval(values, 1 - 2 * alpha), n, alpha, "two one-sided chi-square tests of the std",
         label, f"std (band [{low:g}, {high:g}])", partial(_power_std_within, s, low, high),
-        "" if s > 0 else "every seed gives the same value: more seeds cannot settle it",
+        "" if s > 0 else NO_SPREAD,
     )
 
 
@@ -862,15 +867,15 @@ def _kendall_p(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return tuple(float(sps.kendalltau(x, y, alternative=side).pvalue)  # type: ignore[return-value]
                      for side in ("less", "greater"))
     orders = math.factorial(len(x))
+    exact = orders <= 40_320
+    resamples = orders if exact else 9_999
     result = sps.permutation_test(
         (y,), partial(_tau_b, x), permutation_type="pairings", vectorized=True,
-        alternative="less", n_resamples=orders if orders <= 40_320 else 9_999,
-        random_state=np.random.default_rng(0))
+        alternative="less", n_resamples=resamples, random_state=np.random.default_rng(0))
     # The other side from the same null distribution, with scipy's tolerance for ties.
     tolerance = 1e-14 * max(1.0, abs(result.statistic))
-    exact = orders <= 40_320
     above = np.count_nonzero(result.null_distribution >= result.statistic - tolerance)
-    p_greater = above / orders if exact else (above + 1) / (9_999 + 1)
+    p_greater = above / orders if exact else (above + 1) / (resamples + 1)
     return float(result.pvalue), float(p_greater)
 
 
