@@ -12,6 +12,7 @@ from pathlib import Path
 from cnnconv import data as data_mod
 from cnnconv.models import MODELS, build_model, count_parameters
 from cnnconv.precision import MODES
+from cnnconv.progress import ProgressLine, StreamDisplay
 from cnnconv.result import RunResult
 from cnnconv.schedule import SCHEDULES
 from cnnconv.seeds import OPTIMIZERS
@@ -89,11 +90,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(done: int, total: int, loss: float) -> None:
-    sys.stderr.write(f"\r  {done:>7}/{total} iterations  loss {loss:8.4f}")
-    sys.stderr.flush()
-
-
 def summarise(result: RunResult) -> str:
     """Human summary of a run, as printed by ``cnnconv train``."""
     n = len(result.losses)
@@ -131,14 +127,14 @@ def _train(args: argparse.Namespace) -> int:
     specs = [spec.replace(seed=seed) for seed in range(args.seed, args.seed + args.seeds)]
     store = RunStore(args.store)
     cached = [] if args.fresh else [s for s in specs if store.get(s) is not None]
-    if len(cached) < len(specs):
-        print(f"training {len(specs) - len(cached)} seed(s) of "
-              f"{spec.label().rsplit(' seed', 1)[0]}", file=sys.stderr)
-    show = _progress if sys.stderr.isatty() else None
-    results = store.get_or_train_many(
-        specs, lambda todo: train_seeds(todo, data_dir=args.data_dir, progress=show), args.fresh)
-    if show and len(cached) < len(specs):
-        sys.stderr.write("\n")
+
+    def compute(todo: list[RunSpec]) -> list[RunResult]:
+        progress = ProgressLine(todo[0].label().rsplit(" seed", 1)[0], len(todo), StreamDisplay())
+        results = train_seeds(todo, data_dir=args.data_dir, progress=progress)
+        progress.close()
+        return results
+
+    results = store.get_or_train_many(specs, compute, args.fresh)
     for spec in cached:
         print(f"cached in {store.path(spec)}", file=sys.stderr)
     print("\n\n".join(summarise(result) for result in results))

@@ -168,10 +168,14 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: expected uint8 rows of 3072 pixels, got {data.dtype} {data.shape}; "
             "this is not a CIFAR-10 python-format batch"
         )
-    if labels.shape != (data.shape[0],) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {labels.shape[0]} labels for {data.shape[0]} images; "
+                        "the file is damaged: restore it or re-run `cnnconv data fetch cifar10`")
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if bad.size:
         raise DataError(
-            f"{path}: {labels.shape[0]} labels for {data.shape[0]} images, or labels "
-            "outside 0..9; the file is damaged"
+            f"{path}: row {bad[0]} has label {labels[bad[0]]}, outside 0..9 ({bad.size} such "
+            "row(s)); the file is damaged: restore it or re-run `cnnconv data fetch cifar10`"
         )
     return data.reshape(-1, 3, 32, 32), labels
 

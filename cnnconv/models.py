@@ -11,13 +11,13 @@ class serves every arm of a claim.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from cnnconv.choices import check_choice
+from cnnconv.choices import check_choice, check_number
 
 CBAM_PLACEMENTS = ("none", "layer1", "all")
 STEMS = ("imagenet", "cifar")
@@ -331,6 +331,16 @@ def build_model(
 ) -> nn.Module:
     """Build a registered model; unknown names and options raise with the valid choices."""
     check_choice("model", name, sorted(MODELS))
+    check_options(name, options)
+    return MODELS[name].build(
+        num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options
+    )
+
+
+def check_options(name: str, options: Mapping[str, object]) -> None:
+    """Refuse, before anything is built, an option the model does not take or a value
+    out of its range (e.g. ``width=0``, which torch would only reject deep inside a
+    convolution)."""
     info = MODELS[name]
     unknown = sorted(set(options) - set(info.options))
     if unknown:
@@ -338,9 +348,18 @@ def build_model(
             f"model {name!r} takes no option {', '.join(map(repr, unknown))}; "
             f"its options are {', '.join(info.options) or 'none'}"
         )
-    return info.build(
-        num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options
-    )
+    for option in ("width", "cbam_reduction"):
+        if option in options:
+            check_number(f"model option {option}", options[option], 1, integer=True)
+    choices = {"stem": STEMS, "cbam": CBAM_PLACEMENTS, "step": LADDER_STEPS}
+    for option, valid in choices.items():
+        if option in options:
+            check_choice(f"model option {option}", options[option], valid)
+    if "zero_init_residual" in options and not isinstance(options["zero_init_residual"], bool):
+        raise ValueError("model option zero_init_residual must be true or false, got "
+                         f"{options['zero_init_residual']!r}")
+    for layer in options.get("residual_layers", ()):  # type: ignore[attr-defined]
+        check_number("model option residual_layers", layer, 1, 3, high_open=False, integer=True)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from cnnconv import data as data_mod
-from cnnconv.choices import check_choice
-from cnnconv.models import MODELS
+from cnnconv.choices import check_choice, check_number
+from cnnconv.models import MODELS, check_options
 from cnnconv.precision import MODES
 from cnnconv.schedule import SCHEDULES
 from cnnconv.seeds import OPTIMIZERS
@@ -95,12 +95,7 @@ class RunSpec:
 
     def _validate(self) -> None:
         check_choice("model", self.model, MODELS)
-        unknown = sorted(set(self.model_options) - set(MODELS[self.model].options))
-        if unknown:
-            raise ValueError(
-                f"model {self.model!r} takes no option {', '.join(unknown)}; "
-                f"its options are {', '.join(MODELS[self.model].options)}"
-            )
+        check_options(self.model, self.model_options)
         check_choice("dataset", self.dataset, data_mod.DATASETS)
         check_choice("precision", self.precision, MODES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -108,24 +103,24 @@ class RunSpec:
         check_choice("augment", self.augment, data_mod.AUGMENTATIONS)
         if (self.iterations is None) == (self.epochs is None):
             raise ValueError("give exactly one of iterations and epochs")
-        if self.iterations is not None and self.iterations < 1:
-            raise ValueError(f"iterations must be at least 1, got {self.iterations}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        for name in ("train_subset", "test_subset"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing", "mixup_alpha"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is a fraction of the run in [0, 1), got {self.warmup}")
+        counts = {"iterations": self.iterations, "batch_size": self.batch_size,
+                  "train_subset": self.train_subset, "test_subset": self.test_subset}
+        for name, count in counts.items():
+            if count is not None:
+                check_number(name, count, 1, integer=True)
+        check_number("seed", self.seed, 0, integer=True)
+        if self.epochs is not None:
+            check_number("epochs", self.epochs, 0, low_open=True)
+        for name in ("lr", "weight_decay", "mixup_alpha"):
+            check_number(name, getattr(self, name), 0)
+        for name in ("momentum", "warmup", "label_smoothing"):  # fractions
+            check_number(name, getattr(self, name), 0, 1)
+        for name in ("step_gamma", "distill_temperature"):
+            check_number(name, getattr(self, name), 0, low_open=True)
+        for milestone in self.step_milestones:
+            check_number("step_milestones", milestone, 0, 1, high_open=False)
         if self.schedule == "piecewise" and len(self.schedule_points) < 2:
             raise ValueError("schedule='piecewise' needs at least two schedule_points")
-        if self.distill_temperature <= 0:
-            raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
         try:
             device = torch.device(self.device)
         except RuntimeError:

@@ -33,6 +33,7 @@ from cnnconv.cuda_graph import StepGraph
 from cnnconv.device import environment, fast_kernels, free_memory, resolve_device
 from cnnconv.models import build_model
 from cnnconv.precision import get_mode, precision
+from cnnconv.progress import Progress, Tick
 from cnnconv.result import RunResult
 from cnnconv.schedule import lr_multipliers, total_iterations
 from cnnconv.seeds import SeedLossScaler, SeedOptimizer, SeedStack, dropout_shapes, has_dropout, vectorisable
@@ -46,8 +47,6 @@ CHECK_EVERY = 50
 # the chunk is the training batch size, as the memory plan counts it (memory.py).
 CPU_EVAL_CHUNK = 1000
 
-Progress = Callable[[int, int, float], None]
-
 
 def train(
     spec: RunSpec,
@@ -56,7 +55,7 @@ def train(
     progress: Progress | None = None,
     teacher_weights: TeacherWeights | None = None,
 ) -> RunResult:
-    """Train one run. ``progress(iteration, total, recent_loss)`` is called every check."""
+    """Train one run. ``progress`` gets a ``Tick`` (iterations done, mean loss) every check."""
     return train_seeds([spec], data_dir, dataset, progress, teacher_weights)[0]
 
 
@@ -290,7 +289,8 @@ class _Training:
                 if all(d is not None for d in diverged):
                     break
                 if self.progress is not None:
-                    self.progress(done, iterations, float(losses[:, done - 1].nanmean()))
+                    self.progress(Tick(tuple(s.seed for s in self.specs), done, iterations,
+                                       float(losses[:, done - 1].nanmean())))
                 if done in self.eval_points:
                     eval_started = time.perf_counter()
                     for seed, value in enumerate(self.evaluate()):

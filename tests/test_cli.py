@@ -39,10 +39,18 @@ def test_bad_values_exit_non_zero_listing_choices(args, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_bad_model_option_is_a_clean_error(capsys, tmp_path):
-    code = main(["train", "--dataset", "synthetic", "-O", "depth=3", "--store", str(tmp_path)])
+@pytest.mark.parametrize("args,message", [
+    (["-O", "depth=3"], "takes no option 'depth'; its options are width"),
+    (["-O", "width=0"], "model option width must be an integer >= 1, got 0"),
+    (["--lr", "nan"], "lr must be a finite number >= 0, got nan"),
+    (["--momentum", "1.5"], "momentum must be a finite number in [0, 1), got 1.5"),
+    (["--epochs", "0"], "epochs must be a finite number > 0, got 0.0"),
+])
+def test_bad_run_values_are_refused_before_training(args, message, capsys, tmp_path):
+    code = main(["train", "--dataset", "synthetic", "--store", str(tmp_path), *args])
     assert code == 2
-    assert "takes no option depth; its options are width" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.npz"))  # nothing trained
 
 
 def test_missing_data_names_the_fix(capsys, tmp_path, monkeypatch):

@@ -61,6 +61,21 @@ def test_wrong_shapes_are_rejected(tmp_path):
         data.load_cifar10(root)
 
 
+@pytest.mark.parametrize("labels,message", [
+    ([0, 1, 12, 3], r"data_batch_1: row 2 has label 12, outside 0\.\.9 \(1 such row"),
+    ([0, -1, 2, 10], r"data_batch_1: row 1 has label -1, outside 0\.\.9 \(2 such row"),
+    ([0, 1, 2], r"data_batch_1: 3 labels for 4 images"),
+])
+def test_a_bad_label_names_its_row(tmp_path, labels, message):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    batch = {"data": np.zeros((4, 3072), np.uint8), "labels": labels}
+    for name in (*data.CIFAR10_TRAIN_FILES, "test_batch"):
+        (root / name).write_bytes(pickle.dumps(batch))
+    with pytest.raises(DataError, match=message):
+        data.load_cifar10(root)
+
+
 def test_search_order_explicit_then_env_then_cache(tmp_path, monkeypatch, mini_cifar_dir):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("CNNCONV_DATA", str(mini_cifar_dir.parent))

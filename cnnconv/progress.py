@@ -1,0 +1,132 @@
+"""Live training progress, shared by ``cnnconv train`` and the pytest plugin.
+
+The engine reports a ``Tick`` every ``train.CHECK_EVERY`` steps (when it looks at the
+losses anyway, so progress costs no extra host synchronisation). A ``ProgressLine``
+turns the ticks of one arm -- possibly several computations: stacks of seeds, or seed
+after seed -- into one line: label, seeds, iterations done/total, the current mean loss,
+the rate in seed-iterations per second and the time left. On a terminal the line updates
+in place; elsewhere (CI logs) a plain line is written at most every ``every`` seconds,
+and one when the arm is done.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one computation reports: its seeds, iterations done of total, mean loss now."""
+
+    seeds: tuple[int, ...]
+    done: int
+    total: int
+    loss: float
+
+
+Progress = Callable[[Tick], None]
+
+
+class Display(Protocol):
+    """Where progress goes: ``update`` replaces the live line, ``line`` writes a whole one."""
+
+    live: bool
+
+    def update(self, text: str) -> None: ...
+
+    def line(self, text: str) -> None: ...
+
+
+class StreamDisplay:
+    """Progress on a text stream (``cnnconv train``: stderr), live where it is a terminal."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def update(self, text: str) -> None:
+        self.stream.write(f"\r{text}\x1b[K")
+        self.stream.flush()
+
+    def line(self, text: str) -> None:
+        if self.live:
+            self.update(text)
+            self.stream.write("\n")
+        else:
+            self.stream.write(f"{text}\n")
+        self.stream.flush()
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 20 s``, ``2 h 05 min``: as precise as a person needs."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def seed_range(seeds: tuple[int, ...]) -> str:
+    """``seed 3`` or ``seeds 0-4`` (or a list where they are not consecutive)."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + ",".join(map(str, seeds))
+
+
+class ProgressLine:
+    """The progress of one arm: ``seeds`` runs to train, reported through ``display``.
+
+    Call it with each ``Tick`` (it is a ``Progress``); ``close`` writes the final line.
+    """
+
+    def __init__(self, label: str, seeds: int, display: Display, every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.seeds, self.display, self.every = label, seeds, display, every
+        self._clock = clock
+        self._started = self._printed = clock()
+        self._done: dict[tuple[int, ...], int] = {}
+        self._last: Tick | None = None
+
+    @property
+    def seed_iterations(self) -> tuple[int, int]:
+        """Seed-iterations done and in all (all computations have the same length)."""
+        total = self._last.total * self.seeds if self._last else 0
+        return sum(len(seeds) * done for seeds, done in self._done.items()), total
+
+    def __call__(self, tick: Tick) -> None:
+        self._done[tick.seeds] = tick.done
+        self._last = tick
+        now = self._clock()
+        if self.display.live:
+            self.display.update(self.text(now))
+        elif now - self._printed >= self.every:
+            self.display.line(self.text(now))
+            self._printed = now
+
+    def text(self, now: float) -> str:
+        tick = self._last
+        assert tick is not None
+        done, total = self.seed_iterations
+        elapsed = now - self._started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = duration((total - done) / rate) if rate > 0 else "?"
+        return (f"{self.label} {seed_range(tick.seeds)}: {tick.done}/{tick.total} it, "
+                f"loss {tick.loss:.4f}, {rate:.1f} seed-it/s, ETA {eta}")
+
+    def close(self) -> None:
+        """The final line: what was trained, how long it took, at what rate."""
+        if self._last is None:
+            return
+        done, _ = self.seed_iterations
+        elapsed = self._clock() - self._started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        self.display.line(
+            f"{self.label}: trained {self.seeds} seed(s) x {self._last.total} it in "
+            f"{duration(elapsed)} ({rate:.1f} seed-it/s), loss {self._last.loss:.4f}")
