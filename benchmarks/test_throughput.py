@@ -10,10 +10,14 @@ cnnconv keeps the data on the device, augments whole batches there, and syncs on
 (evaluation excluded) go to ``extra_info``.
 
     pytest benchmarks -k throughput --benchmark-only --benchmark-json=benchmarks/results/NAME.json
+
+``test_protocol_throughput`` measures the cpu-scale claims' own configurations and writes
+them to ``benchmarks/results/throughput.json``, the table ``--cnnconv-plan`` prices with.
 """
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
@@ -22,7 +26,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cnnconv import data as data_mod
+from cnnconv.device import device_name
 from cnnconv.models import build_model
+from cnnconv.plan import ThroughputTable, step_flops
 from cnnconv.precision import get_mode, precision
 from cnnconv.spec import RunSpec
 from cnnconv.train import train_seeds
@@ -132,4 +138,54 @@ def test_training_throughput(benchmark, cifar, device, case, seeds):
     benchmark.extra_info.update(case=case, device=device, seeds=seeds, steps=steps,
                                 seed_iterations_per_second=result["speed"],
                                 memory_per_seed_bytes=result.get("memory"))
+    assert result["speed"] > 0
+
+
+# The configurations the cpu-scale claims train (model, options, precision, batch), each
+# over the cpu scale's 5 seeds as the engine trains them (stacked, or seed by seed for
+# fp64 and LeNet-5). With benchmarks enabled each writes its row of the throughput table
+# that `pytest claims --cnnconv-plan` prices runs with; disabled (CI), 2 steps of 2 seeds
+# check the code path.
+PROTOCOL_CASES = {
+    "p0-resnet18w8-b64-tf32": ("resnet18", {"width": 8}, 64, "tf32"),
+    "p0-resnet18w8-b16-tf32": ("resnet18", {"width": 8}, 16, "tf32"),
+    "p0-resnet18w8-b64-bf16": ("resnet18", {"width": 8}, 64, "bf16"),
+    "p0-resnet18w8-b64-fp64": ("resnet18", {"width": 8}, 64, "fp64"),
+    "p0-resnet18w8cbam-b64-tf32": ("resnet18", {"width": 8, "cbam": "all"}, 64, "tf32"),
+    "p1-lenet5-b8-fp32": ("lenet5", {}, 8, "fp32"),
+    "p1-lenet5-b128-fp32": ("lenet5", {}, 128, "fp32"),
+    "p3-resnet9w4-b128-fp32": ("resnet9", {"width": 4}, 128, "fp32"),
+    "p3-resnet9w4-b512-fp32": ("resnet9", {"width": 4}, 512, "fp32"),
+    "p3-resnet9w4-b128-amp_fp16": ("resnet9", {"width": 4}, 128, "amp_fp16"),
+    "p4-resnet9w4-b2-fp32": ("resnet9", {"width": 4}, 2, "fp32"),
+}
+PROTOCOL_SEEDS = 5
+PROTOCOL_STEPS = 40
+
+
+@pytest.mark.parametrize("case", sorted(PROTOCOL_CASES))
+def test_protocol_throughput(benchmark, cifar, case):
+    """Seed-iterations per second of a cpu-scale claim's configuration, for the plan."""
+    model, options, batch, mode = PROTOCOL_CASES[case]
+    seeds, steps = (2, 2) if benchmark.disabled else (PROTOCOL_SEEDS, PROTOCOL_STEPS)
+    spec = RunSpec(model=model, model_options=options, dataset="cifar10", precision=mode,
+                   batch_size=batch, iterations=steps, test_subset=batch)
+    result = {}
+
+    def measure():
+        runs = train_seeds([spec.replace(seed=s) for s in range(seeds)], dataset=cifar)
+        # a stack's runs share one wall clock; seed-by-seed runs each have their own
+        busy = sum((r.wall_time - r.eval_time) / int(r.environment["stack"]) for r in runs)
+        result["speed"] = seeds * steps / busy
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    flops = step_flops(spec, cifar.shape, len(cifar.classes))
+    row = {"device": device_name(torch.device("cpu")), "precision": mode, "model": model,
+           "model_options": options, "batch_size": batch, "seeds": seeds,
+           "seed_iterations_per_second": round(result["speed"], 2), "step_flops": flops,
+           "flops_per_second": round(result["speed"] * flops), "torch": torch.__version__,
+           "measured": datetime.date.today().isoformat()}
+    benchmark.extra_info.update(row)
+    if not benchmark.disabled:
+        ThroughputTable.load().record(row)
     assert result["speed"] > 0

@@ -122,7 +122,7 @@ class Arm:
 class Arms:
     """Hands out arms for one claim test, all over the same seeds."""
 
-    def __init__(self, fetch: Callable[[list[RunSpec], int | None], list[RunResult]],
+    def __init__(self, fetch: Callable[[list[RunSpec], int | None, str], list[RunResult]],
                  seeds: int) -> None:
         self._fetch = fetch
         self.seeds = seeds
@@ -142,7 +142,7 @@ class Arms:
         for label, spec in specs.items():
             if not isinstance(spec, RunSpec):
                 raise TypeError(f"arm {label!r} must be a RunSpec, got {type(spec).__name__}")
-            runs = self._fetch([spec.replace(seed=seed) for seed in range(count)], stack)
+            runs = self._fetch([spec.replace(seed=seed) for seed in range(count)], stack, label)
             arms.append(Arm(label, spec.replace(seed=0), runs))
         self.requested.extend(arms)
         return arms

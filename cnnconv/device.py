@@ -66,6 +66,20 @@ def fast_kernels(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = previous
 
 
+def device_name(device: torch.device) -> str:
+    """The name throughput is measured under: the GPU's name, or the CPU's model with the
+    threads torch uses (a CPU's speed depends on both)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    model = platform.processor() or platform.machine() or "cpu"
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
 def environment(device: torch.device) -> dict[str, str]:
     """Library versions and the device, recorded with every run. The device index is
     recorded here, not in the run's key (spec.py)."""

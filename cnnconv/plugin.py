@@ -10,13 +10,23 @@ scaled down, minutes on 2 cores) and ``paper`` (the source's protocol, marked ``
 Tests marked ``gpu`` are skipped where CUDA is absent. Under pytest-xdist each worker
 ``gwN`` trains on ``cuda:(N mod device_count)``; workers share the run store, whose
 per-run locks make each run computed once.
+
+A claim's ID is part of its node ID (``test_x[P0-PREC-2-cpu-cifar10]``) and a keyword,
+so ``-k P0-PREC-2`` selects it. While an arm trains, one progress line shows it
+(``progress``); ``--cnnconv-plan`` trains nothing and prints what the selection would
+train and cost (``plan``); each verdict is also a set of JUnit XML properties of its test
+case; baselines are kept and compared in ``baseline``.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +34,12 @@ import numpy as np
 import pytest
 import torch
 
-from cnnconv import stats
+from cnnconv import baseline, stats
+from cnnconv.choices import check_number
 from cnnconv.claims import SCALES, Arms, Scale
 from cnnconv.data import DataError
+from cnnconv.plan import THROUGHPUT_TABLE, ClaimPlan, Planner, ThroughputTable, format_plan, plan_json
+from cnnconv.progress import ProgressLine
 from cnnconv.result import RunResult
 from cnnconv.spec import RunSpec
 from cnnconv.store import RunStore, default_store_dir
@@ -34,7 +47,25 @@ from cnnconv.train import train_seeds
 
 ARMS_KEY = pytest.StashKey[Arms]()
 SESSION_KEY = pytest.StashKey["ClaimSession"]()
+PLAN_KEY = pytest.StashKey[ClaimPlan]()
 RECORD = "cnnconv"
+
+
+def _number(option: str, low: float, high: float = math.inf, *, integer: bool = False,
+            low_open: bool = False) -> Callable[[str], float]:
+    """An option's type: a number in range, or a usage error naming the range."""
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option} takes {'an integer' if integer else 'a number'}, got {text!r}") from None
+        try:
+            check_number(option, value, low, high, integer=integer, low_open=low_open)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+    return parse
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,17 +73,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cnnconv-scale", default="cpu,paper", metavar="SCALES",
                     help="comma-separated scales to run: cpu, paper (default both; paper "
                          "tests are marked gpu)")
-    group.addoption("--cnnconv-seeds", type=int, metavar="N",
-                    help="seeds per arm (default: cpu 5, paper 8; a claim may ask for more)")
-    group.addoption("--cnnconv-alpha", type=float, default=0.05, metavar="ALPHA",
-                    help="significance level of every decision (default 0.05)")
+    group.addoption("--cnnconv-claim", metavar="IDS",
+                    help="run only the claims whose ID is, or starts with, one of these "
+                         "comma-separated IDs at a dash: P1 selects P1-BS-1 and P1-LR-2 but "
+                         "not P3-FP16, which `-k P1` also matches (it matches substrings)")
+    group.addoption("--cnnconv-seeds", type=_number("--cnnconv-seeds", 2, integer=True), metavar="N",
+                    help="seeds per arm, at least 2 (default: cpu 5, paper 8; a claim may ask "
+                         "for more)")
+    group.addoption("--cnnconv-alpha", type=_number("--cnnconv-alpha", 0, 1, low_open=True),
+                    default=0.05, metavar="ALPHA",
+                    help="significance level of every decision, in (0, 1) (default 0.05)")
     group.addoption("--cnnconv-data", metavar="DIR", default=os.environ.get("CNNCONV_DATA"),
                     help="data directory (default $CNNCONV_DATA, then the cache)")
     group.addoption("--cnnconv-require-data", action="store_true",
                     help="fail, instead of skip, claims whose data set is missing")
     group.addoption("--cnnconv-store", metavar="DIR", type=Path,
                     help=f"run store directory (default $CNNCONV_STORE or {default_store_dir()})")
-    group.addoption("--cnnconv-stack", type=int, default=0, metavar="N",
+    group.addoption("--cnnconv-stack", type=_number("--cnnconv-stack", 0, integer=True),
+                    default=0, metavar="N",
                     help="train at most N seeds of an arm as one vectorised computation "
                          "(default: all of them; 1 trains seed by seed)")
     group.addoption("--cnnconv-slow", action="store_true",
@@ -60,6 +98,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "minutes each on 2 cores)")
     group.addoption("--cnnconv-fresh", action="store_true",
                     help="retrain runs even when the store has them")
+    group.addoption("--cnnconv-plan", action="store_true",
+                    help="train nothing: print, per selected claim and in total, the runs it "
+                         "needs, those in the store, the seed-iterations and FLOPs still to "
+                         "train and the estimated time")
+    group.addoption("--cnnconv-throughput-table", metavar="PATH", type=Path,
+                    default=THROUGHPUT_TABLE,
+                    help="the measured throughput --cnnconv-plan prices runs with (default: "
+                         "this checkout's benchmarks/results/throughput.json, written by "
+                         "`pytest benchmarks -k throughput --benchmark-enable`)")
     group.addoption("--cnnconv-report", metavar="PATH", type=Path,
                     help="write a Markdown report with figures here")
     group.addoption("--cnnconv-json", metavar="PATH", type=Path,
@@ -68,7 +115,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="save this session's arm metrics as a named baseline")
     group.addoption("--cnnconv-compare", metavar="NAME",
                     help="fail claims whose arms got significantly worse than baseline NAME")
-    group.addoption("--cnnconv-compare-margin", type=float, default=0.02, metavar="FRACTION",
+    group.addoption("--cnnconv-compare-margin", type=_number("--cnnconv-compare-margin", 0),
+                    default=0.02, metavar="FRACTION",
                     help="relative margin a metric may worsen by before it counts (default 0.02)")
 
 
@@ -92,7 +140,14 @@ def pytest_configure(config: pytest.Config) -> None:
     compare = config.getoption("--cnnconv-compare")
     session = ClaimSession(config, scales)
     if compare:
-        session.baseline = load_baseline(session.baseline_dir, compare)
+        try:
+            session.baseline = baseline.load(session.baseline_dir, compare)
+        except baseline.BaselineError as error:
+            raise pytest.UsageError(str(error)) from None
+    if config.getoption("--cnnconv-plan"):
+        if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None):
+            raise pytest.UsageError("--cnnconv-plan runs in one process: drop -n (xdist)")
+        session.planner = Planner(session.store, config.getoption("--cnnconv-data"))
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "cnnconv-session")
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
@@ -112,7 +167,9 @@ class ClaimSession:
         self.baseline_dir = self.store_dir.parent / "baselines"
         self.records: list[dict[str, Any]] = []
         self.baseline: dict[str, Any] | None = None
+        self.planner: Planner | None = None
         self._store: RunStore | None = None
+        self._display: TerminalDisplay | None = None
 
     @property
     def store(self) -> RunStore:
@@ -124,37 +181,61 @@ class ClaimSession:
     def is_worker(self) -> bool:
         return hasattr(self.config, "workerinput")
 
-    def fetch(self, specs: list[RunSpec], stack: int | None = None) -> list[RunResult]:
+    def fetch(self, specs: list[RunSpec], stack: int | None = None,
+              label: str = "") -> list[RunResult]:
         """Runs from the store, the missing ones trained ``stack`` (default
-        ``--cnnconv-stack``) seeds at a time."""
+        ``--cnnconv-stack``) seeds at a time, with a progress line named ``label``."""
         data_dir = self.config.getoption("--cnnconv-data")
         fresh = self.config.getoption("--cnnconv-fresh")
         size = stack or self.config.getoption("--cnnconv-stack") or len(specs)
 
-        def teacher_weights(teachers: list[RunSpec]) -> list[Any]:
-            return [run.weights for run in self.store.get_or_train_many(teachers, compute)]
+        def computation(name: str) -> Callable[[list[RunSpec]], list[RunResult]]:
+            def compute(todo: list[RunSpec]) -> list[RunResult]:
+                progress = self.progress_line(name, len(todo))
+                results = train_seeds(todo, data_dir=data_dir, progress=progress,
+                                      teacher_weights=teacher_weights)
+                if progress is not None:
+                    progress.close()
+                return results
+            return compute
 
-        def compute(todo: list[RunSpec]) -> list[RunResult]:
-            return train_seeds(todo, data_dir=data_dir, teacher_weights=teacher_weights)
+        def teacher_weights(teachers: list[RunSpec]) -> list[Any]:
+            runs = self.store.get_or_train_many(teachers, computation(f"{label} (teacher)"))
+            return [run.weights for run in runs]
 
         try:
             return [run for start in range(0, len(specs), size)
-                    for run in self.store.get_or_train_many(specs[start:start + size], compute, fresh)]
+                    for run in self.store.get_or_train_many(
+                        specs[start:start + size], computation(label), fresh)]
         except DataError as error:
             if self.config.getoption("--cnnconv-require-data"):
                 raise
             pytest.skip(f"data set {specs[0].dataset!r} not available: {error}")
 
+    def progress_line(self, label: str, seeds: int) -> ProgressLine | None:
+        """A progress line on pytest's terminal; none under ``-q`` or in an xdist worker."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or self.is_worker or self.config.get_verbosity() < 0:
+            return None
+        if self._display is None:
+            self._display = TerminalDisplay(self.config, reporter)
+        return ProgressLine(label, seeds, self._display)
 
     # -- hooks of the registered session object ---------------------------------------
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Collect claim records; under xdist they arrive here from the workers."""
+        """Collect claim records; under xdist they arrive here from the workers. The record
+        then leaves the report's properties (JUnit XML gets the verdict's own ones)."""
+        if self.is_worker:  # the record travels to the controller with the report
+            return
+        if self._display is not None and report.when == "call":
+            self._display.resume(report.nodeid)
+        records = [value for name, value in report.user_properties if name == RECORD]
+        report.user_properties = [(n, v) for n, v in report.user_properties if n != RECORD]
         if report.when != "call":
             return
-        for name, value in report.user_properties:
-            if name != RECORD:
-                continue
+        for value in records:
             record = dict(value)
             if hasattr(report, "wasxfail"):
                 record["outcome"] = "xfailed" if report.skipped else "xpassed"
@@ -163,6 +244,14 @@ class ClaimSession:
             self.records.append(record)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.planner is not None:
+            terminalreporter.write_sep("=", "cnnconv plan: nothing was trained")
+            seeds = self.config.getoption("--cnnconv-seeds") or max(
+                SCALES[name].seeds for name in self.scales)
+            table = ThroughputTable.load(self.config.getoption("--cnnconv-throughput-table"))
+            for line in format_plan(self.planner.claims, table, seeds):
+                terminalreporter.write_line(line)
+            return
         if not self.records:
             return
         terminalreporter.write_sep("=", "cnnconv claims")
@@ -178,7 +267,8 @@ class ClaimSession:
                 f"{d['n']:>4}")
 
     def pytest_sessionfinish(self) -> None:
-        """Write the verdict JSON, the baseline and the report (on the controller only)."""
+        """Write the verdict JSON (or the plan), the baseline and the report (on the
+        controller only)."""
         if self.is_worker:
             return
         config = self.config
@@ -186,18 +276,70 @@ class ClaimSession:
         json_path = config.getoption("--cnnconv-json")
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps({
-                "created": time.time(), "torch": torch.__version__,
-                "alpha": config.getoption("--cnnconv-alpha"), "claims": records,
-            }, indent=1))
+            content: dict[str, Any] = {"created": time.time(), "torch": torch.__version__,
+                                       "alpha": config.getoption("--cnnconv-alpha")}
+            if self.planner is not None:
+                content["plan"] = plan_json(self.planner.claims)
+            else:
+                content["claims"] = records
+            json_path.write_text(json.dumps(content, indent=1))
         name = config.getoption("--cnnconv-save-baseline")
         if name:
-            save_baseline(self.baseline_dir, name, records)
+            baseline.save(self.baseline_dir, name, records)
         report_path = config.getoption("--cnnconv-report")
         if report_path and records:
             from cnnconv.report import write_report
 
             write_report(records, self.store, report_path)
+
+
+class TerminalDisplay:
+    """Progress on pytest's terminal, written with output capture suspended (as pytest's
+    live logging does). On a terminal the line updates in place and its last state stays
+    until pytest writes again; elsewhere whole lines are written."""
+
+    def __init__(self, config: pytest.Config, reporter: Any) -> None:
+        self.reporter = reporter
+        self.capture = config.pluginmanager.get_plugin("capturemanager")
+        self.live = bool(reporter.isatty)
+        self._our_line_open = False
+        self._wrote = False
+
+    @contextlib.contextmanager
+    def _uncaptured(self) -> Iterator[None]:
+        if self.capture is None:
+            yield
+            return
+        with self.capture.global_and_fixture_disabled():
+            yield
+
+    def update(self, text: str) -> None:
+        with self._uncaptured():
+            if self.reporter.currentfspath:  # pytest's own line (dots, a test name) is open
+                self.reporter.ensure_newline()
+            elif self._our_line_open:  # keep the previous arm's final line
+                self.reporter.write("\n")
+            self._our_line_open = False
+            self._wrote = True
+            self.reporter.rewrite(text[:self.reporter._tw.fullwidth - 1], erase=True)
+            self.reporter.flush()
+
+    def line(self, text: str) -> None:
+        if self.live:
+            self.update(text)
+            self._our_line_open = True
+            return
+        with self._uncaptured():
+            self._wrote = True
+            self.reporter.write_line(text)
+            self.reporter.flush()
+
+    def resume(self, nodeid: str) -> None:
+        """Before pytest reports the test that trained: give its result letter a line
+        that starts with its file again (in verbose mode pytest does so itself)."""
+        if self._wrote and self.reporter.showfspath and not self.reporter.showlongtestinfo:
+            self.reporter.write_fspath_result(nodeid, "")
+        self._wrote = self._our_line_open = False
 
 
 def record_order(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -212,7 +354,23 @@ def worker_device(worker_id: str | None, device_count: int) -> str:
     return f"cuda:{int(worker_id[2:]) % device_count}"
 
 
+def claim_id_of(item: pytest.Item | pytest.Function) -> str | None:
+    """The ID of a claim test's ``claim`` marker; None for other tests."""
+    marker = item.get_closest_marker("claim")
+    if marker is None:
+        return None
+    claim_id = marker.args[0] if marker.args else marker.kwargs.get("id")
+    if not claim_id:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.claim needs the claim ID")
+    return str(claim_id)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A claim test's ID becomes its first parameter (``test_x[P0-PREC-2-cpu-cifar10]``),
+    then the scales to run at."""
+    claim_id = claim_id_of(metafunc.definition)
+    if claim_id is not None:
+        metafunc.parametrize("cnnconv_claim", [claim_id], ids=[claim_id], indirect=True)
     if "scale" not in metafunc.fixturenames:
         return
     session = metafunc.config.stash[SESSION_KEY]
@@ -223,15 +381,39 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("scale", params, indirect=True)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Turn ``xfail_at_scale(scale, reason=...)`` into a strict xfail of that scale's item.
+@pytest.fixture(autouse=True)
+def cnnconv_claim(request: pytest.FixtureRequest) -> str | None:
+    """The claim ID of a claim test (its first parameter, so that the node ID shows it and
+    ``-k`` selects by it); None in other tests."""
+    return getattr(request, "param", None)
+
+
+def claim_selected(claim_id: str | None, wanted: list[str]) -> bool:
+    """Does ``--cnnconv-claim`` select the claim? An ID or a prefix ending at a dash."""
+    return claim_id is not None and any(
+        claim_id == prefix or claim_id.startswith(prefix.rstrip("-") + "-") for prefix in wanted)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep only the claims ``--cnnconv-claim`` names, make each claim's ID a keyword of
+    its test, and turn ``xfail_at_scale(scale, reason=...)`` into a strict xfail of that
+    scale's item.
 
     Only the claim's own verdict failure counts as the expected failure (``raises``): a
     missing data set or a crash in a marked claim is still an error. ``strict=False``
     is for a verdict that moves with the machine's load (a wall-clock timing measured
     on a shared CPU): it may then pass without failing the run.
     """
+    wanted = [w.strip() for w in (config.getoption("--cnnconv-claim") or "").split(",") if w.strip()]
+    if wanted:
+        deselected = [item for item in items if not claim_selected(claim_id_of(item), wanted)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if item not in deselected]
     for item in items:
+        claim_id = claim_id_of(item)
+        if claim_id is not None:
+            item.extra_keyword_matches.add(claim_id)
         callspec = getattr(item, "callspec", None)
         params = callspec.params if callspec else {}
         for marker in item.iter_markers("xfail_at_scale"):
@@ -244,6 +426,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    planning = item.config.stash[SESSION_KEY].planner is not None
+    if planning and claim_id_of(item) is None:
+        pytest.skip("--cnnconv-plan plans the claims and runs no other test")
     slow = item.get_closest_marker("slow")
     callspec = getattr(item, "callspec", None)
     at_cpu = callspec is not None and callspec.params.get("scale") == "cpu"
@@ -251,7 +436,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         seconds = slow.kwargs.get("seconds", slow.args[0] if slow.args else "?")
         pytest.skip(f"slow at cpu scale (about {seconds} s of training on 2 cores); "
                     "run it with --cnnconv-slow")
-    if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
+    gpu = item.get_closest_marker("gpu") is not None
+    if gpu and not planning and not torch.cuda.is_available():
         pytest.skip(
             f"needs a CUDA GPU: torch {torch.__version__} sees none here "
             "(torch.cuda.is_available() is False); run `pytest claims -m gpu` on a GPU host"
@@ -264,7 +450,7 @@ def scale(request: pytest.FixtureRequest) -> Scale:
     base = SCALES[request.param]
     seeds = request.config.getoption("--cnnconv-seeds") or base.seeds
     device = base.device
-    if device == "cuda":
+    if device == "cuda" and torch.cuda.is_available():
         worker = os.environ.get("PYTEST_XDIST_WORKER")
         device = worker_device(worker, torch.cuda.device_count())
     return Scale(base.name, device, seeds)
@@ -278,33 +464,51 @@ def alpha(request: pytest.FixtureRequest) -> float:
 
 @pytest.fixture
 def arms(request: pytest.FixtureRequest, scale: Scale) -> Arms:
-    """``arms(label=spec, ...)``: each spec trained (or loaded) over the scale's seeds."""
+    """``arms(label=spec, ...)``: each spec trained (or loaded) over the scale's seeds;
+    under ``--cnnconv-plan`` looked up and counted instead."""
     session = request.config.stash[SESSION_KEY]
-    factory = Arms(session.fetch, scale.seeds)
+    claim_id = claim_id_of(request.node) or request.node.name
+    if session.planner is not None:
+        plan = session.planner.claim(claim_id, request.node.nodeid)
+        request.node.stash[PLAN_KEY] = plan
+
+        def fetch(specs: list[RunSpec], stack: int | None, label: str) -> list[RunResult]:
+            try:
+                return session.planner.fetch(plan, specs)
+            except DataError as error:
+                plan.note = f"data set {specs[0].dataset!r} missing: the claim would skip"
+                pytest.skip(f"{plan.note} ({error})")
+    else:
+        def fetch(specs: list[RunSpec], stack: int | None, label: str) -> list[RunResult]:
+            return session.fetch(specs, stack, f"{claim_id} {label}")
+    factory = Arms(fetch, scale.seeds)
     request.node.stash[ARMS_KEY] = factory
     return factory
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    marker = pyfuncitem.get_closest_marker("claim")
-    if marker is None:
+    claim_id = claim_id_of(pyfuncitem)
+    if claim_id is None:
         return None
-    claim_id = marker.args[0] if marker.args else marker.kwargs.get("id")
-    if not claim_id:
-        raise pytest.UsageError(f"{pyfuncitem.nodeid}: @pytest.mark.claim needs the claim ID")
+    session = pyfuncitem.config.stash[SESSION_KEY]
     names = pyfuncitem._fixtureinfo.argnames
+    if session.planner is not None:
+        return plan_claim(pyfuncitem, session.planner, claim_id)
     decision = pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names})
     if not isinstance(decision, stats.Decision):
         raise TypeError(
             f"claim test {pyfuncitem.name} returned {type(decision).__name__}; a claim test "
             "returns a cnnconv.stats.Decision (e.g. `return stats.greater(a, b)`)"
         )
-    session = pyfuncitem.config.stash[SESSION_KEY]
+    marker = pyfuncitem.get_closest_marker("claim")
+    assert marker is not None
     factory = pyfuncitem.stash.get(ARMS_KEY, None)
     arm_records = [arm_record(arm) for arm in factory.requested] if factory else []
     scale = pyfuncitem.funcargs.get("scale")
-    regressions = compare_to_baseline(session, pyfuncitem.nodeid, arm_records)
+    regressions = baseline.regressions(
+        session.baseline, pyfuncitem.nodeid, arm_records,
+        pyfuncitem.config.getoption("--cnnconv-compare-margin")) if session.baseline else []
     record = {
         "nodeid": pyfuncitem.nodeid,
         "id": claim_id,
@@ -318,6 +522,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         "regressions": [r.as_dict() for r in regressions],
     }
     pyfuncitem.user_properties.append((RECORD, record))
+    pyfuncitem.user_properties.extend(junit_properties(record))
     problems = []
     if not decision.supported:
         problems.append(f"{claim_id} {decision.verdict.upper()}\n{decision.explain()}")
@@ -326,6 +531,29 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
     return True
+
+
+def plan_claim(item: pytest.Function, planner: Planner, claim_id: str) -> bool:
+    """Under ``--cnnconv-plan``: run the claim against the planner (its arms counted, its
+    decision discarded) and report it as skipped with what it needs."""
+    names = item._fixtureinfo.argnames
+    if "arms" not in names:
+        plan = planner.claim(claim_id, item.nodeid)
+        plan.note = "trains nothing"
+    else:
+        item.obj(**{name: item.funcargs[name] for name in names})
+        plan = item.stash[PLAN_KEY]
+    pytest.skip(f"--cnnconv-plan: {len(plan.needed)} runs needed, {len(plan.to_train)} to train")
+
+
+def junit_properties(record: dict[str, Any]) -> list[tuple[str, object]]:
+    """The verdict as JUnit XML properties of the test case (``--junitxml``), so that a CI
+    test report shows it without the Markdown report."""
+    d = record["decision"]
+    return [("claim", record["id"]), ("scale", record["scale"]), ("dataset", record["dataset"]),
+            ("verdict", d["verdict"]), ("effect", d["effect"]), ("effect_name", d["effect_name"]),
+            ("ci_low", d["ci"][0]), ("ci_high", d["ci"][1]), ("p_value", d["p_value"]),
+            ("p_against", d["p_against"]), ("n", d["n"]), ("alpha", d["alpha"])]
 
 
 def arm_record(arm: Any) -> dict[str, Any]:
@@ -347,56 +575,3 @@ def arm_record(arm: Any) -> dict[str, Any]:
         "diverged": int(arm.diverged().sum()),
         "wall_time": float(arm.wall_time().sum()),
     }
-
-
-def compare_to_baseline(
-    session: ClaimSession, nodeid: str, arm_records: list[dict[str, Any]]
-) -> list[stats.Decision]:
-    """Significant worsening beyond the margin of any arm metric, against the baseline."""
-    if not session.baseline:
-        return []
-    margin = session.config.getoption("--cnnconv-compare-margin")
-    saved = session.baseline["claims"].get(nodeid, {})
-    found = []
-    for arm in arm_records:
-        before = saved.get(arm["label"], {}).get("metrics", {})
-        for metric, now in arm["metrics"].items():
-            if metric not in before:
-                continue
-            base = np.asarray(before[metric])
-            new = np.asarray(now)
-            paired = len(base) == len(new)
-            allowed = margin * abs(float(base.mean()))
-            label = f"{arm['label']} {metric}"
-            if metric == "test_accuracy":  # higher is better
-                worse = stats.greater(base, new, margin=allowed, paired=paired, label=label)
-            else:  # a loss: lower is better
-                worse = stats.greater(new, base, margin=allowed, paired=paired, label=label)
-            if worse.supported:
-                found.append(worse)
-    return found
-
-
-def load_baseline(directory: Path, name: str) -> dict[str, Any]:
-    path = directory / f"{name}.json"
-    if not path.exists():
-        known = sorted(p.stem for p in directory.glob("*.json")) if directory.exists() else []
-        raise pytest.UsageError(
-            f"--cnnconv-compare: no baseline {name!r} in {directory} (known: "
-            f"{', '.join(known) or 'none'}); save one with --cnnconv-save-baseline={name}"
-        )
-    return json.loads(path.read_text())
-
-
-def save_baseline(directory: Path, name: str, records: list[dict[str, Any]]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    claims = {
-        record["nodeid"]: {arm["label"]: {"spec": arm["spec"], "metrics": arm["metrics"]}
-                           for arm in record["arms"]}
-        for record in records if record.get("arms")
-    }
-    path = directory / f"{name}.json"
-    path.write_text(json.dumps({"name": name, "created": time.time(), "claims": claims}, indent=1))
-    return path
-
-

@@ -44,9 +44,9 @@ class Display(Protocol):
 class StreamDisplay:
     """Progress on a text stream (``cnnconv train``: stderr), live where it is a terminal."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
 
     def update(self, text: str) -> None:
         self.stream.write(f"\r{text}\x1b[K")

@@ -1,4 +1,4 @@
-"""A run's length in iterations and its learning rate at each of them.
+"""A run's length in iterations, its learning rate at each of them, and where it is evaluated.
 
 Both are computed once, on the host, before training: the loop reads the learning rate
 of step ``i`` from a device tensor, so a step has no host arithmetic and a CUDA graph can
@@ -23,6 +23,12 @@ def total_iterations(spec: RunSpec, train_size: int) -> int:
         return spec.iterations
     assert spec.epochs is not None
     return max(1, round(spec.epochs * (train_size // spec.batch_size)))
+
+
+def evaluation_points(spec: RunSpec, iterations: int) -> list[int]:
+    """The iterations after which test accuracy is measured: ``eval_at`` within the run,
+    and always the last."""
+    return sorted({i for i in spec.eval_at if 0 < i < iterations} | {iterations})
 
 
 def lr_multipliers(spec: RunSpec, iterations: int) -> np.ndarray:

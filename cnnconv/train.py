@@ -35,7 +35,7 @@ from cnnconv.models import build_model
 from cnnconv.precision import get_mode, precision
 from cnnconv.progress import Progress, Tick
 from cnnconv.result import RunResult
-from cnnconv.schedule import lr_multipliers, total_iterations
+from cnnconv.schedule import evaluation_points, lr_multipliers, total_iterations
 from cnnconv.seeds import SeedLossScaler, SeedOptimizer, SeedStack, dropout_shapes, has_dropout, vectorisable
 from cnnconv.spec import RunSpec
 from cnnconv.teacher import TeacherWeights, distillation_loss, teacher_stack
@@ -191,7 +191,7 @@ class _Training:
         split = data.train.head(spec.train_subset)
         self.iterations = total_iterations(spec, len(split))
         self.test = data.test.head(spec.test_subset)
-        self.eval_points = sorted({i for i in spec.eval_at if 0 < i < self.iterations} | {self.iterations})
+        self.eval_points = evaluation_points(spec, self.iterations)
         mean, std = data.mean_std
         self.loader = data_mod.DeviceLoader(
             split, mean, std, spec.batch_size, device, self.mode.param_dtype,

@@ -17,7 +17,8 @@ def test_train_prints_a_summary_uses_the_store_and_writes_json(tmp_path, capsys)
             "--store", str(tmp_path / "s"), "--json", str(tmp_path / "run.json")]
     assert main(args) == 0
     first = capsys.readouterr()
-    assert "training 2 seed(s) of resnet9" in first.err and "20 iterations" in first.out
+    assert "resnet9(width=4) synthetic fp32 bs32 lr0.01 20 it: trained 2 seed(s) x 20 it in" in first.err
+    assert "20 iterations" in first.out
     assert "2 seed(s) stacked" in first.out
     assert main(args) == 0
     assert capsys.readouterr().err.count("cached in") == 2

@@ -1,8 +1,16 @@
 """The pytest plugin end to end, on the synthetic data set (pytester runs inner sessions)."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
+
+from cnnconv.store import RunStore
+
+CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
 
 CLAIMS = '''
 import os
@@ -48,15 +56,20 @@ def claims_run(pytester, tmp_path):
 
 def test_supported_passes_refuted_fails_xfail_holds_and_gpu_skips(claims_run, tmp_path):
     result = claims_run(f"--cnnconv-json={tmp_path / 'v.json'}",
-                        f"--cnnconv-report={tmp_path / 'report' / 'README.md'}", "-rs")
+                        f"--cnnconv-report={tmp_path / 'report' / 'README.md'}", "-rs",
+                        f"--junitxml={tmp_path / 'junit.xml'}")
     result.assert_outcomes(passed=1, failed=1, xfailed=1, skipped=3)
     result.stdout.fnmatch_lines([
+        # progress, off a terminal: one line per arm trained (two arms, shared by 3 claims)
+        "T-LEARN trained: trained 3 seed(s) x 40 it in * s (* seed-it/s), loss *",
+        "T-LEARN frozen: trained 3 seed(s) x 40 it in *",
         "*T-WRONG REFUTED*",
         "*refuted: mean difference*n=3*",
         "*cnnconv claims*",
         "T-LEARN*cpu*supported*passed*",
         "*needs a CUDA GPU*pytest claims -m gpu*",
     ])
+    assert result.stdout.str().count(": trained 3 seed(s)") == 2
     verdicts = json.loads((tmp_path / "v.json").read_text())["claims"]
     assert {(v["id"], v["decision"]["verdict"], v["outcome"]) for v in verdicts} == {
         ("T-LEARN", "supported", "passed"), ("T-WRONG", "refuted", "failed"),
@@ -67,10 +80,26 @@ def test_supported_passes_refuted_fails_xfail_holds_and_gpu_skips(claims_run, tm
     assert all(v["dataset"] == "synthetic" for v in verdicts)
     learn = next(v for v in verdicts if v["id"] == "T-LEARN")
     assert learn["arms"][0]["windows"] == [[30, 40]] and len(learn["arms"][0]["keys"]) == 3
+    # JUnit XML: each verdict as properties of its test case, the whole record not dumped
+    cases = {case.get("name"): case for case in
+             ElementTree.parse(tmp_path / "junit.xml").getroot().iter("testcase")}
+    properties = {name: {p.get("name"): p.get("value") for p in case.iter("property")}
+                  for name, case in cases.items()}
+    learned = properties["test_training_beats_a_frozen_model[T-LEARN-cpu]"]
+    decision = learn["decision"]
+    assert learned["claim"] == "T-LEARN" and learned["verdict"] == "supported"
+    assert learned["n"] == "3" and learned["scale"] == "cpu" and learned["dataset"] == "synthetic"
+    assert float(learned["p_value"]) == pytest.approx(decision["p_value"])
+    assert float(learned["p_value"]) < 0.05
+    assert float(learned["ci_low"]) < float(learned["effect"]) < float(learned["ci_high"])
+    assert float(learned["effect"]) == pytest.approx(decision["effect"])
+    assert properties["test_the_opposite_is_refuted[T-WRONG-cpu]"]["verdict"] == "refuted"
+    assert not any("cnnconv" in props for props in properties.values())
 
 
 def test_second_session_uses_the_store(claims_run, tmp_path):
-    claims_run("--cnnconv-scale=cpu")
+    quiet = claims_run("--cnnconv-scale=cpu", "-q")
+    assert "trained 3 seed(s)" not in quiet.stdout.str()  # -q: no progress
     computed = (tmp_path / "store" / "computed.jsonl").read_text().splitlines()
     assert len(computed) == 6  # two arms x three seeds, shared by all three claims
     claims_run("--cnnconv-scale=cpu").assert_outcomes(passed=1, failed=1, xfailed=1)
@@ -86,6 +115,49 @@ def test_baseline_comparison_catches_a_regression(claims_run, tmp_path):
                        CLAIM_LR="0.002")
     worse.assert_outcomes(failed=1)
     worse.stdout.fnmatch_lines(["*regression against baseline: trained loss[[]30:40[]]: supported*"])
+
+
+def test_a_claims_id_names_its_test_and_selects_it(claims_run):
+    listed = claims_run("--collect-only", "-q", "-k", "T-LEARN")
+    listed.stdout.fnmatch_lines(["test_claims.py::test_training_beats_a_frozen_model[[]T-LEARN-cpu[]]",
+                                 "test_claims.py::test_training_beats_a_frozen_model[[]T-LEARN-paper[]]",
+                                 "2/6 tests collected (4 deselected)*"])
+    by_option = claims_run("--collect-only", "-q", "--cnnconv-claim=T-WRONG,T-X")
+    by_option.stdout.fnmatch_lines(["*[[]T-WRONG-cpu[]]", "*[[]T-WRONG-paper[]]",
+                                    "2/6 tests collected (4 deselected)*"])  # T-X: no claim
+
+
+def _collected(*args: str) -> list[str]:
+    """Node IDs pytest collects from this project's claims (no data needed)."""
+    out = subprocess.run([sys.executable, "-m", "pytest", str(CLAIMS_DIR), "--collect-only", "-q",
+                          "-p", "no:cacheprovider", "--cnnconv-scale=cpu", *args],
+                         capture_output=True, text=True, cwd=CLAIMS_DIR.parent).stdout
+    return [line for line in out.splitlines() if "::" in line]
+
+
+@pytest.mark.parametrize("args,prefix,count", [
+    (["-k", "P0-PREC-2"], "P0-PREC-2-", 2),  # CIFAR-10 and Fashion-MNIST
+    (["-k", "P0-BS"], "P0-BS-", 8),
+    (["-k", "P3"], "P3-", 9),
+    (["--cnnconv-claim", "P1"], "P1-", 5),  # `-k P1` would also match P3-FP16
+])
+def test_the_projects_claims_select_by_id(args, prefix, count):
+    nodes = _collected(*args)
+    assert len(nodes) == count and all(f"[{prefix}" in node for node in nodes), nodes
+
+
+@pytest.mark.parametrize("option,message", [
+    ("--cnnconv-alpha=1.5", "--cnnconv-alpha must be a finite number in (0, 1), got 1.5"),
+    ("--cnnconv-alpha=nan", "--cnnconv-alpha must be a finite number in (0, 1), got nan"),
+    ("--cnnconv-seeds=1", "--cnnconv-seeds must be an integer >= 2, got 1"),
+    ("--cnnconv-seeds=two", "--cnnconv-seeds takes an integer, got 'two'"),
+    ("--cnnconv-stack=-1", "--cnnconv-stack must be an integer >= 0, got -1"),
+    ("--cnnconv-compare-margin=inf", "--cnnconv-compare-margin must be a finite number >= 0"),
+])
+def test_out_of_range_options_are_usage_errors(pytester, option, message):
+    result = pytester.runpytest_inprocess(option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
 
 
 def test_unknown_baseline_and_scale_are_usage_errors(claims_run):
@@ -212,3 +284,108 @@ def test_report_smoothing_keeps_ends_honest():
     assert smoothed.shape == (100,)
     assert smoothed[-1] == pytest.approx(10 / 11)  # the mean of the 11 points in reach
     assert np.allclose(smoothed[:80], 1.0)
+
+
+PLANNED = '''
+import pytest
+from cnnconv import stats
+from cnnconv.spec import RunSpec
+
+def spec(scale, **changes):
+    return RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
+                   iterations=30, lr=0.05, device=scale.device).replace(**changes)
+
+@pytest.mark.claim("T-SHARED")
+def test_shared(arms, scale):
+    a, b = arms(a=spec(scale), b=spec(scale, lr=0.01))
+    return stats.exact(1.0, True)
+
+@pytest.mark.claim("T-ALSO")
+def test_also(arms, scale):
+    (a,) = arms(a=spec(scale))  # the same runs as T-SHARED's arm a
+    return stats.exact(1.0, True)
+
+@pytest.mark.claim("T-KD")
+def test_taught(arms, scale):
+    teacher = spec(scale, model="resnet9", model_options={"width": 4})
+    (student,) = arms(student=spec(scale, teacher=teacher, distill_temperature=4.0))
+    return stats.exact(1.0, True)
+
+@pytest.mark.claim("T-EPOCHS")
+def test_epochs(arms, scale):
+    (a,) = arms(stack=1, seeds=4, long=spec(scale, iterations=None, epochs=0.75))
+    return stats.exact(1.0, True)
+
+@pytest.mark.claim("T-NONE")
+def test_trains_nothing():
+    return stats.exact(1.0, True)
+'''
+
+
+def _journal(store: Path) -> list[str]:
+    path = store / "computed.jsonl"
+    return [json.loads(line)["key"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _planned(path: Path) -> dict[str, int]:
+    """The runs a plan says are still to train: key -> iterations."""
+    return {run["key"]: run["iterations"] for claim in json.loads(path.read_text())["plan"]
+            for run in claim["runs"] if not run["stored"]}
+
+
+def _trained(store: Path, keys: list[str]) -> dict[str, int]:
+    runs = RunStore(store)
+    return {key: len(runs.load_key(key).losses) for key in keys}
+
+
+def test_the_plan_is_what_a_real_session_then_trains(pytester, tmp_path):
+    """Runs in the store are not planned again; shared arms, distillation teachers, epoch
+    lengths and ``stack=1`` are counted; the real session then trains exactly those runs."""
+    pytester.makepyfile(test_planned=PLANNED)
+    store = tmp_path / "store"
+    common = ["--cnnconv-scale=cpu", f"--cnnconv-store={store}", "--cnnconv-seeds=2"]
+    pytester.runpytest_subprocess(*common, "--cnnconv-claim=T-SHARED").assert_outcomes(passed=1)
+    before = _journal(store)
+    assert len(before) == 4  # two arms of two seeds
+    plan = pytester.runpytest_subprocess(*common, "--cnnconv-plan",
+                                         f"--cnnconv-json={tmp_path / 'plan.json'}",
+                                         f"--cnnconv-throughput-table={tmp_path / 'none.json'}")
+    plan.assert_outcomes(skipped=5)
+    plan.stdout.fnmatch_lines([
+        "*cnnconv plan: nothing was trained*",
+        "claim*runs*stored*to train*seed-it*FLOPs*time*test",
+        "T-SHARED * 4 * 4 * 0 * 0 *",
+        "T-ALSO * 2 * 2 * 0 * 0 *",
+        "T-KD * 4 * 0 * 4 * 120 *",  # two students and their two teachers, 30 it each
+        "T-EPOCHS * 4 * 0 * 4 * 192 *",  # 0.75 epochs of 2,048 images at batch 32: 48 it
+        "T-NONE * 0 * 0 * 0 * 0 * (trains nothing)",
+        "total * 12 * 4 * 8 * 312 *",
+        "time: no measured throughput for *--benchmark-enable*",
+    ])
+    assert _journal(store) == before  # the plan trained nothing
+    planned = _planned(tmp_path / "plan.json")
+    pytester.runpytest_subprocess(*common).assert_outcomes(passed=5)
+    trained = _journal(store)[len(before):]
+    assert sorted(trained) == sorted(planned)  # the same runs, each trained once
+    assert _trained(store, trained) == planned  # of the planned lengths
+
+
+def test_the_plan_of_a_cpu_scale_claim_is_what_it_trains(cifar_dir, tmp_path):
+    """The same on this project's claims with real data: P1-LR-2 at cpu scale (LeNet-5 at
+    lr 0.5, 8 epochs of 2,500 images), two seeds."""
+    store = tmp_path / "store"
+
+    def session(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", str(CLAIMS_DIR), "-p", "no:cacheprovider",
+                               "--cnnconv-scale=cpu", "--cnnconv-claim=P1-LR-2", "--cnnconv-seeds=2",
+                               f"--cnnconv-store={store}", *args],
+                              capture_output=True, text=True, cwd=CLAIMS_DIR.parent)
+
+    plan = session("--cnnconv-plan", f"--cnnconv-json={tmp_path / 'plan.json'}")
+    assert plan.returncode == 0, plan.stdout
+    planned = _planned(tmp_path / "plan.json")
+    assert len(planned) == 2 and set(planned.values()) == {8 * (2500 // 128)}
+    assert _journal(store) == []
+    session()
+    trained = _journal(store)
+    assert sorted(trained) == sorted(planned) and _trained(store, trained) == planned
