@@ -4,9 +4,10 @@ so that every entry point rejects a bad value up front with the same words."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 def check_choice(what: str, value: object, choices: Iterable[str]) -> None:
@@ -32,3 +33,21 @@ def check_number(what: str, value: object, low: float, high: float = math.inf, *
         else:
             bound = (f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
         raise ValueError(f"{what} must be {kind} {bound}, got {value!r}")
+
+
+def option_number(option: str, low: float, high: float = math.inf, *, integer: bool = False,
+            low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: the option's value as a number in range, or the usage error
+    ``check_number`` words."""
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option} takes {'an integer' if integer else 'a number'}, got {text!r}") from None
+        try:
+            check_number(option, value, low, high, integer=integer, low_open=low_open)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+    return parse

@@ -20,13 +20,10 @@ case; baselines are kept and compared in ``baseline``.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +32,11 @@ import pytest
 import torch
 
 from cnnconv import baseline, stats
-from cnnconv.choices import check_number
+from cnnconv.choices import option_number
 from cnnconv.claims import SCALES, Arms, Scale
 from cnnconv.data import DataError
 from cnnconv.plan import THROUGHPUT_TABLE, ClaimPlan, Planner, ThroughputTable, format_plan, plan_json
-from cnnconv.progress import ProgressLine
+from cnnconv.progress import ProgressLine, TerminalDisplay
 from cnnconv.result import RunResult
 from cnnconv.spec import RunSpec
 from cnnconv.store import RunStore, default_store_dir
@@ -51,23 +48,6 @@ PLAN_KEY = pytest.StashKey[ClaimPlan]()
 RECORD = "cnnconv"
 
 
-def _number(option: str, low: float, high: float = math.inf, *, integer: bool = False,
-            low_open: bool = False) -> Callable[[str], float]:
-    """An option's type: a number in range, or a usage error naming the range."""
-    def parse(text: str) -> float:
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{option} takes {'an integer' if integer else 'a number'}, got {text!r}") from None
-        try:
-            check_number(option, value, low, high, integer=integer, low_open=low_open)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-        return value
-    return parse
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cnnconv", "cnnconv: claims about CNN convergence")
     group.addoption("--cnnconv-scale", default="cpu,paper", metavar="SCALES",
@@ -77,10 +57,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run only the claims whose ID is, or starts with, one of these "
                          "comma-separated IDs at a dash: P1 selects P1-BS-1 and P1-LR-2 but "
                          "not P3-FP16, which `-k P1` also matches (it matches substrings)")
-    group.addoption("--cnnconv-seeds", type=_number("--cnnconv-seeds", 2, integer=True), metavar="N",
+    group.addoption("--cnnconv-seeds", type=option_number("--cnnconv-seeds", 2, integer=True), metavar="N",
                     help="seeds per arm, at least 2 (default: cpu 5, paper 8; a claim may ask "
                          "for more)")
-    group.addoption("--cnnconv-alpha", type=_number("--cnnconv-alpha", 0, 1, low_open=True),
+    group.addoption("--cnnconv-alpha", type=option_number("--cnnconv-alpha", 0, 1, low_open=True),
                     default=0.05, metavar="ALPHA",
                     help="significance level of every decision, in (0, 1) (default 0.05)")
     group.addoption("--cnnconv-data", metavar="DIR", default=os.environ.get("CNNCONV_DATA"),
@@ -89,7 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fail, instead of skip, claims whose data set is missing")
     group.addoption("--cnnconv-store", metavar="DIR", type=Path,
                     help=f"run store directory (default $CNNCONV_STORE or {default_store_dir()})")
-    group.addoption("--cnnconv-stack", type=_number("--cnnconv-stack", 0, integer=True),
+    group.addoption("--cnnconv-stack", type=option_number("--cnnconv-stack", 0, integer=True),
                     default=0, metavar="N",
                     help="train at most N seeds of an arm as one vectorised computation "
                          "(default: all of them; 1 trains seed by seed)")
@@ -115,7 +95,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="save this session's arm metrics as a named baseline")
     group.addoption("--cnnconv-compare", metavar="NAME",
                     help="fail claims whose arms got significantly worse than baseline NAME")
-    group.addoption("--cnnconv-compare-margin", type=_number("--cnnconv-compare-margin", 0),
+    group.addoption("--cnnconv-compare-margin", type=option_number("--cnnconv-compare-margin", 0),
                     default=0.02, metavar="FRACTION",
                     help="relative margin a metric may worsen by before it counts (default 0.02)")
 
@@ -218,7 +198,8 @@ class ClaimSession:
         if reporter is None or self.is_worker or self.config.get_verbosity() < 0:
             return None
         if self._display is None:
-            self._display = TerminalDisplay(self.config, reporter)
+            capture = self.config.pluginmanager.get_plugin("capturemanager")
+            self._display = TerminalDisplay(reporter, capture)
         return ProgressLine(label, seeds, self._display)
 
     # -- hooks of the registered session object ---------------------------------------
@@ -291,55 +272,6 @@ class ClaimSession:
             from cnnconv.report import write_report
 
             write_report(records, self.store, report_path)
-
-
-class TerminalDisplay:
-    """Progress on pytest's terminal, written with output capture suspended (as pytest's
-    live logging does). On a terminal the line updates in place and its last state stays
-    until pytest writes again; elsewhere whole lines are written."""
-
-    def __init__(self, config: pytest.Config, reporter: Any) -> None:
-        self.reporter = reporter
-        self.capture = config.pluginmanager.get_plugin("capturemanager")
-        self.live = bool(reporter.isatty)
-        self._our_line_open = False
-        self._wrote = False
-
-    @contextlib.contextmanager
-    def _uncaptured(self) -> Iterator[None]:
-        if self.capture is None:
-            yield
-            return
-        with self.capture.global_and_fixture_disabled():
-            yield
-
-    def update(self, text: str) -> None:
-        with self._uncaptured():
-            if self.reporter.currentfspath:  # pytest's own line (dots, a test name) is open
-                self.reporter.ensure_newline()
-            elif self._our_line_open:  # keep the previous arm's final line
-                self.reporter.write("\n")
-            self._our_line_open = False
-            self._wrote = True
-            self.reporter.rewrite(text[:self.reporter._tw.fullwidth - 1], erase=True)
-            self.reporter.flush()
-
-    def line(self, text: str) -> None:
-        if self.live:
-            self.update(text)
-            self._our_line_open = True
-            return
-        with self._uncaptured():
-            self._wrote = True
-            self.reporter.write_line(text)
-            self.reporter.flush()
-
-    def resume(self, nodeid: str) -> None:
-        """Before pytest reports the test that trained: give its result letter a line
-        that starts with its file again (in verbose mode pytest does so itself)."""
-        if self._wrote and self.reporter.showfspath and not self.reporter.showlongtestinfo:
-            self.reporter.write_fspath_result(nodeid, "")
-        self._wrote = self._our_line_open = False
 
 
 def record_order(record: dict[str, Any]) -> tuple[str, str, str]:

@@ -6,16 +6,18 @@ turns the ticks of one arm -- possibly several computations: stacks of seeds, or
 after seed -- into one line: label, seeds, iterations done/total, the current mean loss,
 the rate in seed-iterations per second and the time left. On a terminal the line updates
 in place; elsewhere (CI logs) a plain line is written at most every ``every`` seconds,
-and one when the arm is done.
+and one when the arm is done. ``StreamDisplay`` writes it to a stream (the CLI's
+stderr), ``TerminalDisplay`` to pytest's terminal, in step with pytest's own lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 
 @dataclass(frozen=True)
@@ -130,3 +132,52 @@ class ProgressLine:
         self.display.line(
             f"{self.label}: trained {self.seeds} seed(s) x {self._last.total} it in "
             f"{duration(elapsed)} ({rate:.1f} seed-it/s), loss {self._last.loss:.4f}")
+
+
+class TerminalDisplay:
+    """Progress on pytest's terminal (``reporter``: its ``TerminalReporter``), written
+    with output capture suspended (``capture``: its ``CaptureManager``, as pytest's live
+    logging does). On a terminal the line updates in place and its last state stays until
+    pytest writes again; elsewhere whole lines are written."""
+
+    def __init__(self, reporter: Any, capture: Any) -> None:
+        self.reporter, self.capture = reporter, capture
+        self.live = bool(reporter.isatty)
+        self._our_line_open = False
+        self._wrote = False
+
+    @contextlib.contextmanager
+    def _uncaptured(self) -> Iterator[None]:
+        if self.capture is None:
+            yield
+            return
+        with self.capture.global_and_fixture_disabled():
+            yield
+
+    def update(self, text: str) -> None:
+        with self._uncaptured():
+            if self.reporter.currentfspath:  # pytest's own line (dots, a test name) is open
+                self.reporter.ensure_newline()
+            elif self._our_line_open:  # keep the previous arm's final line
+                self.reporter.write("\n")
+            self._our_line_open = False
+            self._wrote = True
+            self.reporter.rewrite(text[:self.reporter._tw.fullwidth - 1], erase=True)
+            self.reporter.flush()
+
+    def line(self, text: str) -> None:
+        if self.live:
+            self.update(text)
+            self._our_line_open = True
+            return
+        with self._uncaptured():
+            self._wrote = True
+            self.reporter.write_line(text)
+            self.reporter.flush()
+
+    def resume(self, nodeid: str) -> None:
+        """Before pytest reports the test that trained: give its result letter a line
+        that starts with its file again (in verbose mode pytest does so itself)."""
+        if self._wrote and self.reporter.showfspath and not self.reporter.showlongtestinfo:
+            self.reporter.write_fspath_result(nodeid, "")
+        self._wrote = self._our_line_open = False

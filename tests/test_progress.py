@@ -4,8 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cnnconv.plugin import TerminalDisplay
-from cnnconv.progress import ProgressLine, Tick, duration, seed_range
+from cnnconv.progress import ProgressLine, TerminalDisplay, Tick, duration, seed_range
 
 
 class Recorder:
@@ -111,8 +110,7 @@ class FakeReporter:
 
 
 def _display(reporter):
-    config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: None))
-    return TerminalDisplay(config, reporter)
+    return TerminalDisplay(reporter, capture=None)
 
 
 def test_the_terminal_line_leaves_pytests_line_and_keeps_each_final_state():
