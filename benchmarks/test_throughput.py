@@ -11,8 +11,10 @@ cnnconv keeps the data on the device, augments whole batches there, and syncs on
 
     pytest benchmarks -k throughput --benchmark-only --benchmark-json=benchmarks/results/NAME.json
 
-``test_protocol_throughput`` measures the cpu-scale claims' own configurations and writes
-them to ``benchmarks/results/throughput.json``, the table ``--cnnconv-plan`` prices with.
+With benchmarks enabled, every engine measurement is also a row of
+``benchmarks/results/throughput.json``, the table ``--cnnconv-plan`` prices runs with
+(on a GPU, ``./dev gpu``'s bench step writes that device's rows);
+``test_protocol_throughput`` measures the cpu-scale claims' own configurations for it.
 """
 
 from __future__ import annotations
@@ -138,7 +140,23 @@ def test_training_throughput(benchmark, cifar, device, case, seeds):
     benchmark.extra_info.update(case=case, device=device, seeds=seeds, steps=steps,
                                 seed_iterations_per_second=result["speed"],
                                 memory_per_seed_bytes=result.get("memory"))
+    if seeds != "plain" and not benchmark.disabled:
+        record_throughput(cifar, model, options, batch, mode, device, seeds, result["speed"])
     assert result["speed"] > 0
+
+
+def record_throughput(dataset: data_mod.Dataset, model: str, options: dict, batch: int,
+                      mode: str, device: str, seeds: int, speed: float) -> None:
+    """Add a measured rate to the table ``--cnnconv-plan`` prices runs with."""
+    spec = RunSpec(model=model, model_options=options, precision=mode, batch_size=batch,
+                   iterations=1)
+    flops = step_flops(spec, dataset.shape, len(dataset.classes))
+    ThroughputTable.load().record({
+        "device": device_name(torch.device(device)), "precision": mode, "model": model,
+        "model_options": options, "batch_size": batch, "seeds": seeds,
+        "seed_iterations_per_second": round(speed, 2), "step_flops": flops,
+        "flops_per_second": round(speed * flops), "torch": torch.__version__,
+        "measured": datetime.date.today().isoformat()})
 
 
 # The configurations the cpu-scale claims train (model, options, precision, batch), each
@@ -179,13 +197,7 @@ def test_protocol_throughput(benchmark, cifar, case):
         result["speed"] = seeds * steps / busy
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
-    flops = step_flops(spec, cifar.shape, len(cifar.classes))
-    row = {"device": device_name(torch.device("cpu")), "precision": mode, "model": model,
-           "model_options": options, "batch_size": batch, "seeds": seeds,
-           "seed_iterations_per_second": round(result["speed"], 2), "step_flops": flops,
-           "flops_per_second": round(result["speed"] * flops), "torch": torch.__version__,
-           "measured": datetime.date.today().isoformat()}
-    benchmark.extra_info.update(row)
+    benchmark.extra_info.update(case=case, seeds=seeds, seed_iterations_per_second=result["speed"])
     if not benchmark.disabled:
-        ThroughputTable.load().record(row)
+        record_throughput(cifar, model, options, batch, mode, "cpu", seeds, result["speed"])
     assert result["speed"] > 0

@@ -60,7 +60,8 @@ def commands(step: str, report: Path) -> list[list[str]]:
         return [_pytest("benchmarks", "-m", "gpu", "-k", "gemm or throughput", "--benchmark-only",
                         f"--benchmark-json={results}", "-q")]
     out = report / f"paper-{step}"
-    return [_pytest(*CLAIM_FILES[step], "--cnnconv-scale=paper", "-m", "gpu", "-q",
+    # not -q: the progress line of each arm shows what a long step is doing
+    return [_pytest(*CLAIM_FILES[step], "--cnnconv-scale=paper", "-m", "gpu",
                     f"--cnnconv-report={out / 'README.md'}", f"--cnnconv-json={out / 'verdicts.json'}")]
 
 

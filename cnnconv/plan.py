@@ -286,10 +286,15 @@ def format_plan(claims: list[ClaimPlan], table: ThroughputTable, seeds: int) -> 
         f"{'total':<15} {len(everything):>5} {len(stored):>6} {len(todo):>8} "
         f"{sum(c.iterations for c in todo):>10,} {sum(c.flops for c in todo):>9.2e} "
         f"{total.text():>12}  (distinct runs: claims share arms)")
-    lines += [f"time: {basis}" for basis in total.basis]
+    if total.seconds is None:
+        lines += [f"time: {basis}" for basis in total.basis]
+    elif total.basis:
+        scaled = sum(basis.startswith("scaled") for basis in total.basis)
+        lines.append(f"time: {len(total.basis) - scaled} configuration(s) priced at their own "
+                     f"measured rate, {scaled} at the FLOP rate of the nearest ('~'), "
+                     f"from {table.path}")
     lines.append("FLOPs: convolutions and matrix products of the training steps and "
-                 "evaluations (FlopCounterMode); time: FLOPs over the measured rate ('~': "
-                 "scaled from another configuration)")
+                 "evaluations (FlopCounterMode); time: FLOPs over the measured rate")
     return lines
 
 

@@ -473,8 +473,12 @@ def plan_claim(item: pytest.Function, planner: Planner, claim_id: str) -> bool:
         plan = planner.claim(claim_id, item.nodeid)
         plan.note = "trains nothing"
     else:
-        item.obj(**{name: item.funcargs[name] for name in names})
         plan = item.stash[PLAN_KEY]
+        try:
+            item.obj(**{name: item.funcargs[name] for name in names})
+        except pytest.skip.Exception:
+            plan.note = plan.note or "the claim skips itself here"
+            raise
     pytest.skip(f"--cnnconv-plan: {len(plan.needed)} runs needed, {len(plan.to_train)} to train")
 
 

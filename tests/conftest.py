@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo  # see below
 
 from cnnconv import data
+
+# pytester's in-process sessions (tests/test_plugin.py) drop the modules first imported
+# inside them. Counting FLOPs (--cnnconv-plan) imports torch._dynamo, which registers
+# torch._inductor's test operators once per process: a second import would register them
+# again and fail. Imported here, it is imported once.
 
 pytest_plugins = ["pytester"]
 

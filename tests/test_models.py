@@ -88,7 +88,12 @@ def test_zero_init_residual_makes_each_block_start_as_identity_branch():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"name": "resnet50"}, "unknown model 'resnet50'; choose one of lenet5, resnet18, resnet9"),
-    ({"name": "resnet18", "cbam": "layer2"}, "unknown cbam 'layer2'; choose one of none, layer1, all"),
+    ({"name": "resnet18", "cbam": "layer2"},
+     "unknown model option cbam 'layer2'; choose one of none, layer1, all"),
+    ({"name": "resnet9", "step": "deeper"}, "unknown model option step 'deeper'; choose one of"),
+    ({"name": "resnet18", "width": 0}, "model option width must be an integer >= 1, got 0"),
+    ({"name": "resnet18", "stem": "cifar", "zero_init_residual": 1},
+     "zero_init_residual must be true or false, got 1"),
     ({"name": "lenet5", "cbam": "all"}, "model 'lenet5' takes no option 'cbam'"),
 ])
 def test_bad_names_list_the_valid_choices(kwargs, message):

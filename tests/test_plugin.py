@@ -1,8 +1,6 @@
 """The pytest plugin end to end, on the synthetic data set (pytester runs inner sessions)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -49,7 +47,7 @@ def claims_run(pytester, tmp_path):
     def run(*args, **env):
         for name, value in env.items():
             pytester._monkeypatch.setenv(name, value)
-        return pytester.runpytest_subprocess(f"--cnnconv-store={tmp_path / 'store'}", "--cnnconv-seeds=3",
+        return pytester.runpytest_inprocess(f"--cnnconv-store={tmp_path / 'store'}", "--cnnconv-seeds=3",
                                   "-W", "ignore::pytest.PytestAssertRewriteWarning", *args)
     return run
 
@@ -127,12 +125,11 @@ def test_a_claims_id_names_its_test_and_selects_it(claims_run):
                                     "2/6 tests collected (4 deselected)*"])  # T-X: no claim
 
 
-def _collected(*args: str) -> list[str]:
+def _collected(pytester, *args: str) -> list[str]:
     """Node IDs pytest collects from this project's claims (no data needed)."""
-    out = subprocess.run([sys.executable, "-m", "pytest", str(CLAIMS_DIR), "--collect-only", "-q",
-                          "-p", "no:cacheprovider", "--cnnconv-scale=cpu", *args],
-                         capture_output=True, text=True, cwd=CLAIMS_DIR.parent).stdout
-    return [line for line in out.splitlines() if "::" in line]
+    result = pytester.runpytest_inprocess(str(CLAIMS_DIR), "--collect-only", "-q",
+                                          "-p", "no:cacheprovider", "--cnnconv-scale=cpu", *args)
+    return [line for line in result.stdout.lines if "::" in line]
 
 
 @pytest.mark.parametrize("args,prefix,count", [
@@ -141,8 +138,8 @@ def _collected(*args: str) -> list[str]:
     (["-k", "P3"], "P3-", 9),
     (["--cnnconv-claim", "P1"], "P1-", 5),  # `-k P1` would also match P3-FP16
 ])
-def test_the_projects_claims_select_by_id(args, prefix, count):
-    nodes = _collected(*args)
+def test_the_projects_claims_select_by_id(pytester, args, prefix, count):
+    nodes = _collected(pytester, *args)
     assert len(nodes) == count and all(f"[{prefix}" in node for node in nodes), nodes
 
 
@@ -195,12 +192,12 @@ def test_param(arms, scale, direction):
 def test_slow_claims_need_the_option_and_xfail_matches_parameters(pytester, tmp_path):
     pytester.makepyfile(test_slow=SLOW_AND_PARAMETRIZED)
     common = ["--cnnconv-scale=cpu", f"--cnnconv-store={tmp_path}", "--cnnconv-seeds=3", "-rs"]
-    quick = pytester.runpytest_subprocess(*common, "--cnnconv-stack=2")
+    quick = pytester.runpytest_inprocess(*common, "--cnnconv-stack=2")
     quick.assert_outcomes(passed=1, xfailed=1, skipped=1)
     quick.stdout.fnmatch_lines(["*slow at cpu scale (about 42 s of training*--cnnconv-slow*"])
     journal = (tmp_path / "computed.jsonl").read_text().splitlines()
     assert [json.loads(line)["stack"] for line in journal] == [2, 2, 1] * 2  # 3 seeds: 2 + 1
-    full = pytester.runpytest_subprocess(*common, "--cnnconv-slow")
+    full = pytester.runpytest_inprocess(*common, "--cnnconv-slow")
     full.assert_outcomes(passed=2, xfailed=1)
 
 
@@ -217,7 +214,7 @@ def test_xfail_at_scale_is_strict_unless_told(pytester):
         def test_timing(scale):
             return stats.exact(1.0, True)
     ''')
-    result = pytester.runpytest_subprocess("--cnnconv-scale=cpu")
+    result = pytester.runpytest_inprocess("--cnnconv-scale=cpu")
     result.assert_outcomes(failed=1, xpassed=1)
     result.stdout.fnmatch_lines(["*test_strict*", "*XPASS(strict)] measured: refuted*"])
 
@@ -230,7 +227,7 @@ def test_xfail_at_scale_does_not_hide_other_errors(pytester):
         def test_crashes(scale):
             raise RuntimeError("data missing")
     ''')
-    result = pytester.runpytest_subprocess("--cnnconv-scale=cpu")
+    result = pytester.runpytest_inprocess("--cnnconv-scale=cpu")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*RuntimeError: data missing*"])
 
@@ -242,7 +239,7 @@ def test_a_claim_must_return_a_decision(pytester):
         def test_forgot_to_return():
             pass
     ''')
-    result = pytester.runpytest_subprocess()
+    result = pytester.runpytest_inprocess()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*returned NoneType; a claim test returns a cnnconv.stats.Decision*"])
 
@@ -259,10 +256,10 @@ def test_missing_data_skips_with_the_fix_or_fails_when_required(pytester, tmp_pa
             (a,) = arms(a=RunSpec(model="lenet5", iterations=5))
             return stats.exact(1, True)
     ''')
-    skipped = pytester.runpytest_subprocess("--cnnconv-scale=cpu", f"--cnnconv-store={tmp_path}", "-rs")
+    skipped = pytester.runpytest_inprocess("--cnnconv-scale=cpu", f"--cnnconv-store={tmp_path}", "-rs")
     skipped.assert_outcomes(skipped=1)
     skipped.stdout.fnmatch_lines(["*CIFAR-10 not found*cnnconv data fetch cifar10*"])
-    failed = pytester.runpytest_subprocess("--cnnconv-scale=cpu", f"--cnnconv-store={tmp_path}",
+    failed = pytester.runpytest_inprocess("--cnnconv-scale=cpu", f"--cnnconv-store={tmp_path}",
                                 "--cnnconv-require-data")
     failed.assert_outcomes(failed=1)
 
@@ -344,10 +341,10 @@ def test_the_plan_is_what_a_real_session_then_trains(pytester, tmp_path):
     pytester.makepyfile(test_planned=PLANNED)
     store = tmp_path / "store"
     common = ["--cnnconv-scale=cpu", f"--cnnconv-store={store}", "--cnnconv-seeds=2"]
-    pytester.runpytest_subprocess(*common, "--cnnconv-claim=T-SHARED").assert_outcomes(passed=1)
+    pytester.runpytest_inprocess(*common, "--cnnconv-claim=T-SHARED").assert_outcomes(passed=1)
     before = _journal(store)
     assert len(before) == 4  # two arms of two seeds
-    plan = pytester.runpytest_subprocess(*common, "--cnnconv-plan",
+    plan = pytester.runpytest_inprocess(*common, "--cnnconv-plan",
                                          f"--cnnconv-json={tmp_path / 'plan.json'}",
                                          f"--cnnconv-throughput-table={tmp_path / 'none.json'}")
     plan.assert_outcomes(skipped=5)
@@ -364,25 +361,23 @@ def test_the_plan_is_what_a_real_session_then_trains(pytester, tmp_path):
     ])
     assert _journal(store) == before  # the plan trained nothing
     planned = _planned(tmp_path / "plan.json")
-    pytester.runpytest_subprocess(*common).assert_outcomes(passed=5)
+    pytester.runpytest_inprocess(*common).assert_outcomes(passed=5)
     trained = _journal(store)[len(before):]
     assert sorted(trained) == sorted(planned)  # the same runs, each trained once
     assert _trained(store, trained) == planned  # of the planned lengths
 
 
-def test_the_plan_of_a_cpu_scale_claim_is_what_it_trains(cifar_dir, tmp_path):
+def test_the_plan_of_a_cpu_scale_claim_is_what_it_trains(pytester, cifar_dir, tmp_path):
     """The same on this project's claims with real data: P1-LR-2 at cpu scale (LeNet-5 at
     lr 0.5, 8 epochs of 2,500 images), two seeds."""
     store = tmp_path / "store"
 
-    def session(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "pytest", str(CLAIMS_DIR), "-p", "no:cacheprovider",
-                               "--cnnconv-scale=cpu", "--cnnconv-claim=P1-LR-2", "--cnnconv-seeds=2",
-                               f"--cnnconv-store={store}", *args],
-                              capture_output=True, text=True, cwd=CLAIMS_DIR.parent)
+    def session(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_inprocess(
+            str(CLAIMS_DIR), "-p", "no:cacheprovider", "--cnnconv-scale=cpu",
+            "--cnnconv-claim=P1-LR-2", "--cnnconv-seeds=2", f"--cnnconv-store={store}", *args)
 
-    plan = session("--cnnconv-plan", f"--cnnconv-json={tmp_path / 'plan.json'}")
-    assert plan.returncode == 0, plan.stdout
+    session("--cnnconv-plan", f"--cnnconv-json={tmp_path / 'plan.json'}").assert_outcomes(skipped=1)
     planned = _planned(tmp_path / "plan.json")
     assert len(planned) == 2 and set(planned.values()) == {8 * (2500 // 128)}
     assert _journal(store) == []
