@@ -20,10 +20,11 @@ case; baselines are kept and compared in ``baseline``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,38 +170,42 @@ class ClaimSession:
         fresh = self.config.getoption("--cnnconv-fresh")
         size = stack or self.config.getoption("--cnnconv-stack") or len(specs)
 
-        def computation(name: str) -> Callable[[list[RunSpec]], list[RunResult]]:
-            def compute(todo: list[RunSpec]) -> list[RunResult]:
-                progress = self.progress_line(name, len(todo))
-                results = train_seeds(todo, data_dir=data_dir, progress=progress,
-                                      teacher_weights=teacher_weights)
-                if progress is not None:
-                    progress.close()
-                return results
-            return compute
+        def train(todo: list[RunSpec], progress: ProgressLine | None) -> list[RunResult]:
+            return train_seeds(todo, data_dir=data_dir, progress=progress,
+                               teacher_weights=teacher_weights)
 
         def teacher_weights(teachers: list[RunSpec]) -> list[Any]:
-            runs = self.store.get_or_train_many(teachers, computation(f"{label} (teacher)"))
+            with self.progress_line(f"{label} (teacher)", teachers) as progress:
+                runs = self.store.get_or_train_many(teachers, lambda todo: train(todo, progress))
             return [run.weights for run in runs]
 
         try:
-            return [run for start in range(0, len(specs), size)
-                    for run in self.store.get_or_train_many(
-                        specs[start:start + size], computation(label), fresh)]
+            # one progress line for the arm, however many computations it takes
+            with self.progress_line(label, specs, fresh) as progress:
+                return [run for start in range(0, len(specs), size)
+                        for run in self.store.get_or_train_many(
+                            specs[start:start + size], lambda todo: train(todo, progress), fresh)]
         except DataError as error:
             if self.config.getoption("--cnnconv-require-data"):
                 raise
             pytest.skip(f"data set {specs[0].dataset!r} not available: {error}")
 
-    def progress_line(self, label: str, seeds: int) -> ProgressLine | None:
-        """A progress line on pytest's terminal; none under ``-q`` or in an xdist worker."""
+    @contextlib.contextmanager
+    def progress_line(self, label: str, specs: list[RunSpec],
+                      fresh: bool = False) -> Iterator[ProgressLine | None]:
+        """The progress line of training ``specs`` (those the store lacks) on pytest's
+        terminal, closed with its final line; none under ``-q`` or in an xdist worker."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None or self.is_worker or self.config.get_verbosity() < 0:
-            return None
+            yield None
+            return
         if self._display is None:
             capture = self.config.pluginmanager.get_plugin("capturemanager")
             self._display = TerminalDisplay(reporter, capture)
-        return ProgressLine(label, seeds, self._display)
+        missing = sum(fresh or not self.store.path(spec).exists() for spec in specs)
+        progress = ProgressLine(label, missing, self._display)
+        yield progress
+        progress.close()
 
     # -- hooks of the registered session object ---------------------------------------
 

@@ -83,7 +83,8 @@ def seed_range(seeds: tuple[int, ...]) -> str:
 
 
 class ProgressLine:
-    """The progress of one arm: ``seeds`` runs to train, reported through ``display``.
+    """The progress of one arm: ``seeds`` runs to train (in one or several computations),
+    reported through ``display``.
 
     Call it with each ``Tick`` (it is a ``Progress``); ``close`` writes the final line.
     """
@@ -123,14 +124,16 @@ class ProgressLine:
                 f"loss {tick.loss:.4f}, {rate:.1f} seed-it/s, ETA {eta}")
 
     def close(self) -> None:
-        """The final line: what was trained, how long it took, at what rate."""
+        """The final line: what was trained, how long it took, at what rate (nothing if
+        nothing was trained)."""
         if self._last is None:
             return
         done, _ = self.seed_iterations
+        seeds = len({seed for stack in self._done for seed in stack})
         elapsed = self._clock() - self._started
         rate = done / elapsed if elapsed > 0 else 0.0
         self.display.line(
-            f"{self.label}: trained {self.seeds} seed(s) x {self._last.total} it in "
+            f"{self.label}: trained {seeds} seed(s) x {self._last.total} it in "
             f"{duration(elapsed)} ({rate:.1f} seed-it/s), loss {self._last.loss:.4f}")
 
 

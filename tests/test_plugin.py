@@ -197,6 +197,8 @@ def test_slow_claims_need_the_option_and_xfail_matches_parameters(pytester, tmp_
     quick.stdout.fnmatch_lines(["*slow at cpu scale (about 42 s of training*--cnnconv-slow*"])
     journal = (tmp_path / "computed.jsonl").read_text().splitlines()
     assert [json.loads(line)["stack"] for line in journal] == [2, 2, 1] * 2  # 3 seeds: 2 + 1
+    # one progress line per arm, over its two computations
+    assert quick.stdout.str().count("T-PARAM trained: trained 3 seed(s) x 30 it") == 1
     full = pytester.runpytest_inprocess(*common, "--cnnconv-slow")
     full.assert_outcomes(passed=2, xfailed=1)
 
