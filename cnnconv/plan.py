@@ -110,7 +110,6 @@ class Rate:
 
     flops_per_second: float
     basis: str
-    exact: bool
 
 
 class ThroughputTable:
@@ -147,16 +146,17 @@ class ThroughputTable:
     def rate(self, device: str, cost: RunCost, seeds: int) -> Rate | None:
         spec = cost.spec
         rows = [r for r in self.rows if r["device"] == device and r["precision"] == spec.precision]
+        options = json.loads(json.dumps(dict(spec.model_options)))  # as the table stores them
         exact = [r for r in rows if r["model"] == spec.model and r["batch_size"] == spec.batch_size
-                 and r["model_options"] == dict(spec.model_options)]
+                 and r["model_options"] == options]
         if exact:
             row = min(exact, key=lambda r: abs(r["seeds"] - seeds))
-            return Rate(row["seed_iterations_per_second"] * row["step_flops"], _describe(row), True)
+            return Rate(row["seed_iterations_per_second"] * row["step_flops"], _describe(row))
         if not rows:
             return None
         row = min(rows, key=lambda r: abs(math.log(r["step_flops"] / cost.step_flops)))
         return Rate(row["seed_iterations_per_second"] * row["step_flops"],
-                    f"scaled by FLOPs from {_describe(row)}", False)
+                    f"scaled by FLOPs from {_describe(row)}")
 
 
 def _describe(row: Mapping[str, Any]) -> str:
@@ -186,8 +186,8 @@ class ClaimPlan:
 class Planner:
     """Answers a claim's arms from the store, or with stand-ins while counting the cost."""
 
-    def __init__(self, store: RunStore, data_dir: str | None) -> None:
-        self.store, self.data_dir = store, data_dir
+    def __init__(self, store: RunStore, data_dir: str | None, fresh: bool = False) -> None:
+        self.store, self.data_dir, self.fresh = store, data_dir, fresh
         self.claims: list[ClaimPlan] = []
 
     def claim(self, claim_id: str, nodeid: str) -> ClaimPlan:
@@ -195,21 +195,23 @@ class Planner:
         self.claims.append(plan)
         return plan
 
-    def fetch(self, plan: ClaimPlan, specs: list[RunSpec]) -> list[RunResult]:
-        """Stored runs as they are; a missing run is counted (with its teacher) and
+    def fetch(self, plan: ClaimPlan, specs: list[RunSpec], fresh: bool | None = None) -> list[RunResult]:
+        """Stored runs as they are (none with ``fresh``, default the planner's:
+        ``--cnnconv-fresh`` retrains); a missing run is counted, with its teacher, and
         answered by a stand-in. Raises ``DataError`` where the data set is missing."""
+        fresh = self.fresh if fresh is None else fresh
         dataset = data_mod.load_dataset(specs[0].dataset, self.data_dir)
         results = []
         for spec in specs:
-            stored = self.store.get(spec)
+            stored = None if fresh else self.store.get(spec)
             cost = run_cost(spec, dataset)
             plan.needed.setdefault(cost.key, cost)
             if stored is not None:
                 plan.stored.add(cost.key)
                 results.append(stored)
                 continue
-            if spec.teacher is not None:
-                self.fetch(plan, [spec.teacher_spec()])
+            if spec.teacher is not None:  # training a student takes its teacher from the store
+                self.fetch(plan, [spec.teacher_spec()], fresh=False)
             results.append(stand_in(spec, cost.iterations, len(dataset.classes)))
         return results
 

@@ -128,7 +128,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--cnnconv-plan"):
         if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None):
             raise pytest.UsageError("--cnnconv-plan runs in one process: drop -n (xdist)")
-        session.planner = Planner(session.store, config.getoption("--cnnconv-data"))
+        session.planner = Planner(session.store, config.getoption("--cnnconv-data"),
+                                  config.getoption("--cnnconv-fresh"))
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "cnnconv-session")
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
@@ -151,6 +152,7 @@ class ClaimSession:
         self.planner: Planner | None = None
         self._store: RunStore | None = None
         self._display: TerminalDisplay | None = None
+        self._retrained: set[str] = set()  # keys --cnnconv-fresh has retrained already
 
     @property
     def store(self) -> RunStore:
@@ -165,36 +167,52 @@ class ClaimSession:
     def fetch(self, specs: list[RunSpec], stack: int | None = None,
               label: str = "") -> list[RunResult]:
         """Runs from the store, the missing ones trained ``stack`` (default
-        ``--cnnconv-stack``) seeds at a time, with a progress line named ``label``."""
+        ``--cnnconv-stack``) seeds at a time, with a progress line named ``label``.
+        ``--cnnconv-fresh`` retrains each run once per session, not once per claim."""
         data_dir = self.config.getoption("--cnnconv-data")
-        fresh = self.config.getoption("--cnnconv-fresh")
         size = stack or self.config.getoption("--cnnconv-stack") or len(specs)
+        redo = {spec.key() for spec in specs if self.config.getoption("--cnnconv-fresh")
+                and spec.key() not in self._retrained}
+        missing = len(redo) + sum(spec.key() not in redo and not self.store.path(spec).exists()
+                                  for spec in specs)
 
         def train(todo: list[RunSpec], progress: ProgressLine | None) -> list[RunResult]:
             return train_seeds(todo, data_dir=data_dir, progress=progress,
                                teacher_weights=teacher_weights)
 
         def teacher_weights(teachers: list[RunSpec]) -> list[Any]:
-            with self.progress_line(f"{label} (teacher)", teachers) as progress:
+            unstored = sum(not self.store.path(spec).exists() for spec in teachers)
+            with self.progress_line(f"{label} (teacher)", unstored) as progress:
                 runs = self.store.get_or_train_many(teachers, lambda todo: train(todo, progress))
             return [run.weights for run in runs]
 
+        def get(part: list[RunSpec], progress: ProgressLine | None) -> list[RunResult]:
+            found: dict[str, RunResult] = {}
+            again = [spec for spec in part if spec.key() in redo]
+            if again:
+                found.update(zip((spec.key() for spec in again), self.store.get_or_train_many(
+                    again, lambda todo: train(todo, progress), fresh=True)))
+                self._retrained.update(found)
+            rest = [spec for spec in part if spec.key() not in found]
+            if rest:
+                found.update(zip((spec.key() for spec in rest), self.store.get_or_train_many(
+                    rest, lambda todo: train(todo, progress))))
+            return [found[spec.key()] for spec in part]
+
         try:
             # one progress line for the arm, however many computations it takes
-            with self.progress_line(label, specs, fresh) as progress:
+            with self.progress_line(label, missing) as progress:
                 return [run for start in range(0, len(specs), size)
-                        for run in self.store.get_or_train_many(
-                            specs[start:start + size], lambda todo: train(todo, progress), fresh)]
+                        for run in get(specs[start:start + size], progress)]
         except DataError as error:
             if self.config.getoption("--cnnconv-require-data"):
                 raise
             pytest.skip(f"data set {specs[0].dataset!r} not available: {error}")
 
     @contextlib.contextmanager
-    def progress_line(self, label: str, specs: list[RunSpec],
-                      fresh: bool = False) -> Iterator[ProgressLine | None]:
-        """The progress line of training ``specs`` (those the store lacks) on pytest's
-        terminal, closed with its final line; none under ``-q`` or in an xdist worker."""
+    def progress_line(self, label: str, runs: int) -> Iterator[ProgressLine | None]:
+        """The progress line of training ``runs`` runs on pytest's terminal, closed with
+        its final line; none under ``-q`` or in an xdist worker."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None or self.is_worker or self.config.get_verbosity() < 0:
             yield None
@@ -202,8 +220,7 @@ class ClaimSession:
         if self._display is None:
             capture = self.config.pluginmanager.get_plugin("capturemanager")
             self._display = TerminalDisplay(reporter, capture)
-        missing = sum(fresh or not self.store.path(spec).exists() for spec in specs)
-        progress = ProgressLine(label, missing, self._display)
+        progress = ProgressLine(label, runs, self._display)
         yield progress
         progress.close()
 

@@ -367,6 +367,14 @@ def test_the_plan_is_what_a_real_session_then_trains(pytester, tmp_path):
     trained = _journal(store)[len(before):]
     assert sorted(trained) == sorted(planned)  # the same runs, each trained once
     assert _trained(store, trained) == planned  # of the planned lengths
+    # --cnnconv-fresh retrains every arm, but a student's teacher still comes from the store
+    fresh = [*common, "--cnnconv-fresh"]
+    pytester.runpytest_inprocess(*fresh, "--cnnconv-plan", f"--cnnconv-json={tmp_path / 'fresh.json'}")
+    planned = _planned(tmp_path / "fresh.json")
+    assert len(planned) == 10  # 4 + 2 students + 4; not the 2 teachers
+    done = len(_journal(store))
+    pytester.runpytest_inprocess(*fresh).assert_outcomes(passed=5)
+    assert sorted(_journal(store)[done:]) == sorted(planned)
 
 
 def test_the_plan_of_a_cpu_scale_claim_is_what_it_trains(pytester, cifar_dir, tmp_path):
