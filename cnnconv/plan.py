@@ -79,7 +79,8 @@ def step_flops(spec: RunSpec, shape: tuple[int, int, int], classes: int) -> int:
 
 @dataclass(frozen=True)
 class RunCost:
-    """One run to train: its key, its length, and its FLOPs (steps and evaluations)."""
+    """One run to train: its key, its length, its FLOPs (steps and evaluations), and how
+    many runs it would train with as one computation (``stack``)."""
 
     key: str
     label: str
@@ -87,10 +88,11 @@ class RunCost:
     iterations: int
     step_flops: int
     flops: int
+    stack: int = 1
 
 
-def run_cost(spec: RunSpec, dataset: data_mod.Dataset) -> RunCost:
-    """What training ``spec`` on ``dataset`` costs."""
+def run_cost(spec: RunSpec, dataset: data_mod.Dataset, stack: int = 1) -> RunCost:
+    """What training ``spec`` on ``dataset`` in a computation of ``stack`` runs costs."""
     shape, classes = dataset.shape, len(dataset.classes)
     iterations = total_iterations(spec, len(dataset.train.head(spec.train_subset)))
     per_step = step_flops(spec, shape, classes)
@@ -98,7 +100,7 @@ def run_cost(spec: RunSpec, dataset: data_mod.Dataset) -> RunCost:
     per_image = _flops(spec.model, options, 1, shape, classes, False)
     evaluations = len(evaluation_points(spec, iterations)) * len(dataset.test.head(spec.test_subset))
     return RunCost(spec.key(), spec.label(), spec, iterations, per_step,
-                   iterations * per_step + evaluations * per_image)
+                   iterations * per_step + evaluations * per_image, stack)
 
 
 # -- pricing ---------------------------------------------------------------------------------
@@ -143,18 +145,24 @@ class ThroughputTable:
     def devices(self) -> list[str]:
         return sorted({row["device"] for row in self.rows})
 
-    def rate(self, device: str, cost: RunCost, seeds: int) -> Rate | None:
+    def rate(self, device: str, cost: RunCost) -> Rate | None:
+        """The FLOP rate for ``cost`` on ``device``: its own configuration's row (same
+        model, options, batch size and step FLOPs, hence input shape; the nearest stack
+        size), else the nearest row in FLOPs of the same model and options, else of any
+        model (both marked as scaled); None without a row of the device and precision."""
         spec = cost.spec
         rows = [r for r in self.rows if r["device"] == device and r["precision"] == spec.precision]
         options = json.loads(json.dumps(dict(spec.model_options)))  # as the table stores them
-        exact = [r for r in rows if r["model"] == spec.model and r["batch_size"] == spec.batch_size
-                 and r["model_options"] == options]
+        alike = [r for r in rows if r["model"] == spec.model and r["model_options"] == options]
+        exact = [r for r in alike if r["batch_size"] == spec.batch_size
+                 and r["step_flops"] == cost.step_flops]
         if exact:
-            row = min(exact, key=lambda r: abs(r["seeds"] - seeds))
+            row = min(exact, key=lambda r: abs(r["seeds"] - cost.stack))
             return Rate(row["seed_iterations_per_second"] * row["step_flops"], _describe(row))
         if not rows:
             return None
-        row = min(rows, key=lambda r: abs(math.log(r["step_flops"] / cost.step_flops)))
+        row = min(alike or rows, key=lambda r: (abs(math.log(r["step_flops"] / cost.step_flops)),
+                                                abs(r["seeds"] - cost.stack)))
         return Rate(row["seed_iterations_per_second"] * row["step_flops"],
                     f"scaled by FLOPs from {_describe(row)}")
 
@@ -195,24 +203,31 @@ class Planner:
         self.claims.append(plan)
         return plan
 
-    def fetch(self, plan: ClaimPlan, specs: list[RunSpec], fresh: bool | None = None) -> list[RunResult]:
+    def fetch(self, plan: ClaimPlan, specs: list[RunSpec], stack: int | None = None,
+              fresh: bool | None = None) -> list[RunResult]:
         """Stored runs as they are (none with ``fresh``, default the planner's:
-        ``--cnnconv-fresh`` retrains); a missing run is counted, with its teacher, and
-        answered by a stand-in. Raises ``DataError`` where the data set is missing."""
+        ``--cnnconv-fresh`` retrains); missing runs are counted, ``stack`` at a time (as
+        the session would train them), with their teachers, and answered by stand-ins.
+        Raises ``DataError`` where the data set is missing."""
         fresh = self.fresh if fresh is None else fresh
         dataset = data_mod.load_dataset(specs[0].dataset, self.data_dir)
+        size = stack or len(specs)
         results = []
-        for spec in specs:
-            stored = None if fresh else self.store.get(spec)
-            cost = run_cost(spec, dataset)
-            plan.needed.setdefault(cost.key, cost)
-            if stored is not None:
-                plan.stored.add(cost.key)
-                results.append(stored)
-                continue
-            if spec.teacher is not None:  # training a student takes its teacher from the store
-                self.fetch(plan, [spec.teacher_spec()], fresh=False)
-            results.append(stand_in(spec, cost.iterations, len(dataset.classes)))
+        for start in range(0, len(specs), size):
+            chunk = specs[start:start + size]
+            stored = {} if fresh else {
+                spec.key(): run for spec in chunk if (run := self.store.get(spec)) is not None}
+            todo = [spec for spec in chunk if spec.key() not in stored]
+            for spec in chunk:
+                cost = run_cost(spec, dataset, max(1, len(todo)))
+                plan.needed.setdefault(cost.key, cost)
+                if cost.key in stored:
+                    plan.stored.add(cost.key)
+                    results.append(stored[cost.key])
+                else:
+                    results.append(stand_in(spec, cost.iterations, len(dataset.classes)))
+            if todo and todo[0].teacher is not None:  # training takes them from the store
+                self.fetch(plan, [spec.teacher_spec() for spec in todo], fresh=False)
         return results
 
 
@@ -234,40 +249,46 @@ def stand_in(spec: RunSpec, iterations: int, classes: int) -> RunResult:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Seconds to train some runs on a device, and how sure that figure is."""
+    """Seconds to train the runs that could be priced, how many could not, and why."""
 
-    seconds: float | None
+    seconds: float
+    unpriced: int
     basis: list[str]
 
     def text(self) -> str:
-        if self.seconds is None:
+        if self.unpriced and not self.seconds:
             return "no figure"
         approximate = any(basis.startswith("scaled") for basis in self.basis)
-        return ("~" if approximate else "") + duration(self.seconds)
+        known = ("~" if approximate else "") + duration(self.seconds)
+        return known + (f" + {self.unpriced} unpriced" if self.unpriced else "")
 
 
-def estimate(costs: list[RunCost], table: ThroughputTable, seeds: int) -> Estimate:
+def estimate(costs: list[RunCost], table: ThroughputTable) -> Estimate:
     """The time to train ``costs`` where their specs train: FLOPs over each run's
-    measured rate (``seeds`` stacked)."""
-    seconds, basis = 0.0, []
+    measured rate; runs without a rate for their device are counted as unpriced."""
+    seconds, unpriced, basis = 0.0, 0, []
     for cost in costs:
         device = torch.device(cost.spec.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            return Estimate(None, ["no CUDA device here: GPU runs are priced on the GPU host"])
-        name = device_name(device)
-        rate = table.rate(name, cost, seeds)
+            rate, why = None, "no CUDA device here: GPU runs are priced on the GPU host"
+        else:
+            name = device_name(device)
+            rate = table.rate(name, cost)
+            why = (f"no measured throughput for {name} in {cost.spec.precision} (the table "
+                   f"has: {'; '.join(table.devices()) or 'none'}); measure it with `pytest "
+                   "benchmarks -k throughput --benchmark-enable`")
         if rate is None:
-            known = "; ".join(table.devices()) or "none"
-            return Estimate(None, [f"no measured throughput for {name} in {cost.spec.precision} "
-                                   f"(the table has: {known}); measure it with `pytest "
-                                   "benchmarks -k throughput --benchmark-enable`"])
+            unpriced += 1
+            if why not in basis:
+                basis.append(why)
+            continue
         seconds += cost.flops / rate.flops_per_second
         if rate.basis not in basis:
             basis.append(rate.basis)
-    return Estimate(seconds, basis)
+    return Estimate(seconds, unpriced, basis)
 
 
-def format_plan(claims: list[ClaimPlan], table: ThroughputTable, seeds: int) -> list[str]:
+def format_plan(claims: list[ClaimPlan], table: ThroughputTable) -> list[str]:
     """The plan as terminal lines: one per claim, then the distinct runs in total."""
     lines = [f"{'claim':<15} {'runs':>5} {'stored':>6} {'to train':>8} {'seed-it':>10} "
              f"{'FLOPs':>9} {'time':>12}  test"]
@@ -278,23 +299,23 @@ def format_plan(claims: list[ClaimPlan], table: ThroughputTable, seeds: int) -> 
         lines.append(
             f"{plan.claim:<15} {len(plan.needed):>5} {len(plan.stored):>6} {len(todo):>8} "
             f"{sum(c.iterations for c in todo):>10,} {sum(c.flops for c in todo):>9.2e} "
-            f"{estimate(todo, table, seeds).text():>12}  {plan.nodeid.split('::')[-1]}"
+            f"{estimate(todo, table).text():>12}  {plan.nodeid.split('::')[-1]}"
             + (f" ({plan.note})" if plan.note else ""))
         everything.update(plan.needed)
         stored |= plan.stored
     todo = [cost for key, cost in everything.items() if key not in stored]
-    total = estimate(todo, table, seeds)
+    total = estimate(todo, table)
     lines.append(
         f"{'total':<15} {len(everything):>5} {len(stored):>6} {len(todo):>8} "
         f"{sum(c.iterations for c in todo):>10,} {sum(c.flops for c in todo):>9.2e} "
         f"{total.text():>12}  (distinct runs: claims share arms)")
-    if total.seconds is None:
-        lines += [f"time: {basis}" for basis in total.basis]
-    elif total.basis:
-        scaled = sum(basis.startswith("scaled") for basis in total.basis)
-        lines.append(f"time: {len(total.basis) - scaled} configuration(s) priced at their own "
+    priced = [basis for basis in total.basis if not basis.startswith("no ")]
+    if priced:
+        scaled = sum(basis.startswith("scaled") for basis in priced)
+        lines.append(f"time: {len(priced) - scaled} configuration(s) priced at their own "
                      f"measured rate, {scaled} at the FLOP rate of the nearest ('~'), "
                      f"from {table.path}")
+    lines += [f"time: {basis}" for basis in total.basis if basis.startswith("no ")]
     lines.append("FLOPs: convolutions and matrix products of the training steps and "
                  "evaluations (FlopCounterMode); time: FLOPs over the measured rate")
     return lines

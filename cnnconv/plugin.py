@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cnnconv-report", metavar="PATH", type=Path,
                     help="write a Markdown report with figures here")
     group.addoption("--cnnconv-json", metavar="PATH", type=Path,
-                    help="write every verdict as JSON here")
+                    help="write every verdict as JSON here (with --cnnconv-plan: the plan)")
     group.addoption("--cnnconv-save-baseline", metavar="NAME",
                     help="save this session's arm metrics as a named baseline")
     group.addoption("--cnnconv-compare", metavar="NAME",
@@ -178,11 +179,12 @@ class ClaimSession:
 
         def train(todo: list[RunSpec], progress: ProgressLine | None) -> list[RunResult]:
             return train_seeds(todo, data_dir=data_dir, progress=progress,
-                               teacher_weights=teacher_weights)
+                               teacher_weights=lambda teachers: teacher_weights(teachers, progress))
 
-        def teacher_weights(teachers: list[RunSpec]) -> list[Any]:
+        def teacher_weights(teachers: list[RunSpec], student: ProgressLine | None) -> list[Any]:
             unstored = sum(not self.store.path(spec).exists() for spec in teachers)
-            with self.progress_line(f"{label} (teacher)", unstored) as progress:
+            with (student.paused() if student else contextlib.nullcontext()), \
+                    self.progress_line(f"{label} (teacher)", unstored) as progress:
                 runs = self.store.get_or_train_many(teachers, lambda todo: train(todo, progress))
             return [run.weights for run in runs]
 
@@ -249,10 +251,8 @@ class ClaimSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.planner is not None:
             terminalreporter.write_sep("=", "cnnconv plan: nothing was trained")
-            seeds = self.config.getoption("--cnnconv-seeds") or max(
-                SCALES[name].seeds for name in self.scales)
             table = ThroughputTable.load(self.config.getoption("--cnnconv-throughput-table"))
-            for line in format_plan(self.planner.claims, table, seeds):
+            for line in format_plan(self.planner.claims, table):
                 terminalreporter.write_line(line)
             return
         if not self.records:
@@ -286,6 +286,8 @@ class ClaimSession:
             else:
                 content["claims"] = records
             json_path.write_text(json.dumps(content, indent=1))
+        if self.planner is not None:  # a plan has no verdicts: keep baselines and reports
+            return
         name = config.getoption("--cnnconv-save-baseline")
         if name:
             baseline.save(self.baseline_dir, name, records)
@@ -428,8 +430,11 @@ def arms(request: pytest.FixtureRequest, scale: Scale) -> Arms:
 
         def fetch(specs: list[RunSpec], stack: int | None, label: str) -> list[RunResult]:
             try:
-                return session.planner.fetch(plan, specs)
+                return session.planner.fetch(
+                    plan, specs, stack or request.config.getoption("--cnnconv-stack"))
             except DataError as error:
+                if request.config.getoption("--cnnconv-require-data"):
+                    raise
                 plan.note = f"data set {specs[0].dataset!r} missing: the claim would skip"
                 pytest.skip(f"{plan.note} ({error})")
     else:
@@ -460,9 +465,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     factory = pyfuncitem.stash.get(ARMS_KEY, None)
     arm_records = [arm_record(arm) for arm in factory.requested] if factory else []
     scale = pyfuncitem.funcargs.get("scale")
-    regressions = baseline.regressions(
-        session.baseline, pyfuncitem.nodeid, arm_records,
-        pyfuncitem.config.getoption("--cnnconv-compare-margin")) if session.baseline else []
+    regressions = []
+    if session.baseline is not None:
+        if pyfuncitem.nodeid not in session.baseline["claims"]:
+            warnings.warn(pytest.PytestWarning(
+                f"{pyfuncitem.nodeid} is not in baseline {session.baseline['name']!r}, so "
+                "nothing was compared (a new test, or one whose node ID changed, e.g. since "
+                "claim IDs lead it): save the baseline again"), stacklevel=1)
+        regressions = baseline.regressions(
+            session.baseline, pyfuncitem.nodeid, arm_records,
+            pyfuncitem.config.getoption("--cnnconv-compare-margin"))
     record = {
         "nodeid": pyfuncitem.nodeid,
         "id": claim_id,

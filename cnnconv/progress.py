@@ -13,6 +13,7 @@ stderr), ``TerminalDisplay`` to pytest's terminal, in step with pytest's own lin
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -51,7 +52,8 @@ class StreamDisplay:
         self.live = self.stream.isatty()
 
     def update(self, text: str) -> None:
-        self.stream.write(f"\r{text}\x1b[K")
+        width = shutil.get_terminal_size().columns
+        self.stream.write(f"\r{text[:width - 1]}\x1b[K")  # a wrapped line could not be rewritten
         self.stream.flush()
 
     def line(self, text: str) -> None:
@@ -123,6 +125,15 @@ class ProgressLine:
         return (f"{self.label} {seed_range(tick.seeds)}: {tick.done}/{tick.total} it, "
                 f"loss {tick.loss:.4f}, {rate:.1f} seed-it/s, ETA {eta}")
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (a distillation teacher trained first) is not this arm's."""
+        began = self._clock()
+        try:
+            yield
+        finally:
+            self._started += self._clock() - began
+
     def close(self) -> None:
         """The final line: what was trained, how long it took, at what rate (nothing if
         nothing was trained)."""
@@ -143,10 +154,14 @@ class TerminalDisplay:
     logging does). On a terminal the line updates in place and its last state stays until
     pytest writes again; elsewhere whole lines are written."""
 
+    # pytest's own mark of a line that is open but is no file's line of result letters:
+    # its ensure_newline() ends it, and its next result starts a line of its own
+    OPEN_LINE = -2
+
     def __init__(self, reporter: Any, capture: Any) -> None:
         self.reporter, self.capture = reporter, capture
         self.live = bool(reporter.isatty)
-        self._our_line_open = False
+        self._keep = False  # the open line is a final state, to be kept
         self._wrote = False
 
     @contextlib.contextmanager
@@ -158,29 +173,30 @@ class TerminalDisplay:
             yield
 
     def update(self, text: str) -> None:
+        reporter = self.reporter
         with self._uncaptured():
-            if self.reporter.currentfspath:  # pytest's own line (dots, a test name) is open
-                self.reporter.ensure_newline()
-            elif self._our_line_open:  # keep the previous arm's final line
-                self.reporter.write("\n")
-            self._our_line_open = False
-            self._wrote = True
-            self.reporter.rewrite(text[:self.reporter._tw.fullwidth - 1], erase=True)
-            self.reporter.flush()
+            if reporter.currentfspath not in (None, self.OPEN_LINE):  # pytest's line is open
+                reporter.ensure_newline()
+            elif reporter.currentfspath == self.OPEN_LINE and self._keep:
+                reporter.write("\n")
+            reporter.rewrite(text[:reporter._tw.fullwidth - 1], erase=True)
+            reporter.currentfspath = self.OPEN_LINE
+            reporter.flush()
+        self._keep, self._wrote = False, True
 
     def line(self, text: str) -> None:
         if self.live:
             self.update(text)
-            self._our_line_open = True
+            self._keep = True
             return
         with self._uncaptured():
-            self._wrote = True
             self.reporter.write_line(text)
             self.reporter.flush()
+        self._wrote = True
 
     def resume(self, nodeid: str) -> None:
         """Before pytest reports the test that trained: give its result letter a line
         that starts with its file again (in verbose mode pytest does so itself)."""
         if self._wrote and self.reporter.showfspath and not self.reporter.showlongtestinfo:
             self.reporter.write_fspath_result(nodeid, "")
-        self._wrote = self._our_line_open = False
+        self._wrote = self._keep = False

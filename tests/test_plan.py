@@ -65,17 +65,17 @@ def test_a_run_is_priced_by_its_own_row_or_scaled_from_the_nearest(tmp_path):
     cost = run_cost(RunSpec(model="lenet5", dataset="synthetic", iterations=50, batch_size=64,
                              precision="fp32"), tiny)
     table = ThroughputTable([_row(step_flops=cost.step_flops)], tmp_path / "t.json")
-    exact = estimate([cost], table, 5)
+    exact = estimate([cost], table)
     assert exact.seconds == pytest.approx(cost.flops / (100.0 * cost.step_flops))
     assert exact.text() == "1 s" and "lenet5() fp32 bs64 x5 seeds" in exact.basis[0]
     other = run_cost(RunSpec(model="lenet5", dataset="synthetic", iterations=50, batch_size=32,
                              precision="fp32"), tiny)
-    scaled = estimate([other], table, 5)
+    scaled = estimate([other], table)
     assert scaled.seconds == pytest.approx(other.flops / (100.0 * cost.step_flops))
     assert scaled.text().startswith("~") and scaled.basis[0].startswith("scaled by FLOPs from")
     nothing = estimate([run_cost(RunSpec(model="lenet5", dataset="synthetic", iterations=5,
-                                         precision="bf16"), tiny)], table, 5)
-    assert nothing.seconds is None and nothing.text() == "no figure"
+                                         precision="bf16"), tiny)], table)
+    assert nothing.unpriced == 1 and nothing.text() == "no figure"
     assert "no measured throughput for" in nothing.basis[0] and "--benchmark-enable" in nothing.basis[0]
 
 
@@ -95,5 +95,32 @@ def test_gpu_runs_are_not_priced_without_a_gpu():
         pytest.skip("this machine has a GPU")
     tiny = data.synthetic(n_train=256, n_test=100)
     cost = run_cost(RunSpec(model="lenet5", dataset="synthetic", iterations=5, device="cuda"), tiny)
-    found = estimate([cost], ThroughputTable([_row()]), 5)
-    assert found.seconds is None and "no CUDA device here" in found.basis[0]
+    found = estimate([cost], ThroughputTable([_row()]))
+    assert (found.seconds, found.unpriced, found.text()) == (0.0, 1, "no figure")
+    assert "no CUDA device here" in found.basis[0]
+
+
+def test_a_row_is_its_configuration_only_at_the_same_input_and_the_nearest_stack(tmp_path):
+    cifar_like, small = data.synthetic(n_train=256, n_test=10), data.synthetic(n_train=256, n_test=10,
+                                                                            image_size=28)
+    spec = RunSpec(model="lenet5", dataset="synthetic", iterations=50, batch_size=64, precision="fp32")
+    cost = run_cost(spec, cifar_like, stack=1)
+    table = ThroughputTable([_row(step_flops=cost.step_flops, seeds=5),
+                             _row(step_flops=cost.step_flops, seeds=1, seed_iterations_per_second=40.0)])
+    alone = estimate([cost], table)  # one seed per computation: the 1-seed row
+    assert alone.seconds == pytest.approx(cost.flops / (40.0 * cost.step_flops))
+    stacked = estimate([run_cost(spec, cifar_like, stack=5)], table)
+    assert stacked.seconds == pytest.approx(cost.flops / (100.0 * cost.step_flops))
+    smaller = estimate([run_cost(spec, small, stack=5)], table)  # 28x28: not this row's step
+    assert smaller.text().startswith("~")
+
+
+def test_runs_of_a_device_without_figures_are_counted_apart(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    tiny = data.synthetic(n_train=256, n_test=10)
+    spec = RunSpec(model="lenet5", dataset="synthetic", iterations=50, batch_size=64, precision="fp32")
+    cost = run_cost(spec, tiny)
+    both = estimate([cost, run_cost(spec.replace(device="cuda"), tiny)],
+                    ThroughputTable([_row(step_flops=cost.step_flops)]))
+    assert both.unpriced == 1 and both.text().endswith(" + 1 unpriced")

@@ -113,6 +113,12 @@ def test_baseline_comparison_catches_a_regression(claims_run, tmp_path):
                        CLAIM_LR="0.002")
     worse.assert_outcomes(failed=1)
     worse.stdout.fnmatch_lines(["*regression against baseline: trained loss[[]30:40[]]: supported*"])
+    # a plan leaves baselines alone; a test the baseline lacks is compared with nothing, and said so
+    claims_run("--cnnconv-scale=cpu", "--cnnconv-plan", "--cnnconv-save-baseline=good")
+    assert json.loads((tmp_path / "baselines" / "good.json").read_text())["claims"]
+    claims_run("--cnnconv-scale=cpu", "--cnnconv-save-baseline=part", "-k", "LEARN")
+    new = claims_run("--cnnconv-scale=cpu", "--cnnconv-compare=part", "-k", "WRONG")
+    new.stdout.fnmatch_lines(["*T-WRONG-cpu[]] is not in baseline 'part', so nothing was compared*"])
 
 
 def test_a_claims_id_names_its_test_and_selects_it(claims_run):

@@ -90,7 +90,8 @@ class FakeReporter:
         self.calls = []
 
     def ensure_newline(self):
-        self.calls.append(("ensure_newline",))
+        if self.currentfspath:
+            self.calls.append(("ensure_newline",))
         self.currentfspath = None
 
     def write(self, text):
@@ -104,6 +105,7 @@ class FakeReporter:
 
     def write_fspath_result(self, nodeid, result):
         self.calls.append(("write_fspath_result", nodeid))
+        self.currentfspath = nodeid.split("::")[0]
 
     def flush(self):
         pass
@@ -123,11 +125,15 @@ def test_the_terminal_line_leaves_pytests_line_and_keeps_each_final_state():
         ("ensure_newline",), ("rewrite", "arm a 10/100"), ("rewrite", "arm a: trained"),
         ("write", "\n"), ("rewrite", ("arm b " + "x" * 60)[:39]),
     ]
+    # pytest's own writers (live logging, a warning) end the open line as they end its own
+    reporter.ensure_newline()
+    display.update("arm c")  # on the fresh line: no blank line
+    assert reporter.calls[-2:] == [("ensure_newline",), ("rewrite", "arm c")]
     # pytest then writes the test's result letter: on a line of its file again
     display.resume("claims/test_p0_precision.py::test_x")
     assert reporter.calls[-1] == ("write_fspath_result", "claims/test_p0_precision.py::test_x")
     display.resume("claims/test_p0_precision.py::test_y")  # it trained nothing: no new line
-    assert len(reporter.calls) == 6
+    assert len(reporter.calls) == 8
 
 
 def test_verbose_pytest_resumes_its_own_line():
@@ -145,3 +151,14 @@ def test_off_a_terminal_the_display_writes_whole_lines():
     assert not display.live
     display.line("arm a: trained")
     assert reporter.calls == [("write_line", "arm a: trained")]
+
+
+def test_a_teachers_training_is_not_the_students_time():
+    clock, display = Clock(), Recorder(live=False)
+    student = ProgressLine("P3-KD distilled", 1, display, clock=clock)
+    with student.paused():
+        clock.now = 100.0  # the teacher trains first, inside the student's computation
+    clock.now = 110.0
+    student(Tick((0,), 100, 100, 1.0))
+    student.close()
+    assert "in 10 s (10.0 seed-it/s)" in display.lines[-1]
