@@ -36,7 +36,7 @@ def check_number(what: str, value: object, low: float, high: float = math.inf, *
 
 
 def option_number(option: str, low: float, high: float = math.inf, *, integer: bool = False,
-            low_open: bool = False) -> Callable[[str], float]:
+                  low_open: bool = False) -> Callable[[str], float]:
     """An argparse ``type``: the option's value as a number in range, or the usage error
     ``check_number`` words."""
     def parse(text: str) -> float:

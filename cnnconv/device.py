@@ -4,6 +4,7 @@ the environment recorded with every run."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import sys
 from collections.abc import Iterator
@@ -71,13 +72,18 @@ def device_name(device: torch.device) -> str:
     threads torch uses (a CPU's speed depends on both)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return f"{_cpu_model()}, {torch.get_num_threads()} threads"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, read once per process)."""
     cpuinfo = Path("/proc/cpuinfo")
-    model = platform.processor() or platform.machine() or "cpu"
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{model}, {torch.get_num_threads()} threads"
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def environment(device: torch.device) -> dict[str, str]:

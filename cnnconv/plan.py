@@ -49,9 +49,10 @@ THROUGHPUT_TABLE = Path(__file__).resolve().parent.parent / "benchmarks" / "resu
 
 
 @functools.lru_cache(maxsize=256)
-def _flops(model: str, options: tuple[tuple[str, Any], ...], batch_size: int,
+def _flops(model: str, options: Mapping[str, Any], batch_size: int,
            shape: tuple[int, int, int], classes: int, backward: bool) -> int:
-    """FLOPs of one forward (and backward) of the loss at ``batch_size``, on meta tensors."""
+    """FLOPs of one forward (and backward) of the loss at ``batch_size``, on meta tensors
+    (``options``: hashable, as a spec's ``model_options`` are)."""
     with torch.device("meta"):
         network = build_model(model, classes, shape[0], shape[1], **dict(options))
         images = torch.empty(batch_size, *shape)
@@ -68,12 +69,11 @@ def _flops(model: str, options: tuple[tuple[str, Any], ...], batch_size: int,
 def step_flops(spec: RunSpec, shape: tuple[int, int, int], classes: int) -> int:
     """FLOPs of one training step of one seed: forward and backward of the loss, plus the
     distillation teacher's forward."""
-    options = tuple(sorted(spec.model_options.items()))
-    flops = _flops(spec.model, options, spec.batch_size, shape, classes, True)
+    flops = _flops(spec.model, spec.model_options, spec.batch_size, shape, classes, True)
     if spec.teacher is not None:
         teacher = spec.teacher
-        flops += _flops(teacher.model, tuple(sorted(teacher.model_options.items())),
-                        spec.batch_size, shape, classes, False)
+        flops += _flops(teacher.model, teacher.model_options, spec.batch_size, shape, classes,
+                        False)
     return flops
 
 
@@ -83,7 +83,6 @@ class RunCost:
     many runs it would train with as one computation (``stack``)."""
 
     key: str
-    label: str
     spec: RunSpec
     iterations: int
     step_flops: int
@@ -96,10 +95,9 @@ def run_cost(spec: RunSpec, dataset: data_mod.Dataset, stack: int = 1) -> RunCos
     shape, classes = dataset.shape, len(dataset.classes)
     iterations = total_iterations(spec, len(dataset.train.head(spec.train_subset)))
     per_step = step_flops(spec, shape, classes)
-    options = tuple(sorted(spec.model_options.items()))
-    per_image = _flops(spec.model, options, 1, shape, classes, False)
+    per_image = _flops(spec.model, spec.model_options, 1, shape, classes, False)
     evaluations = len(evaluation_points(spec, iterations)) * len(dataset.test.head(spec.test_subset))
-    return RunCost(spec.key(), spec.label(), spec, iterations, per_step,
+    return RunCost(spec.key(), spec, iterations, per_step,
                    iterations * per_step + evaluations * per_image, stack)
 
 
@@ -288,6 +286,13 @@ def estimate(costs: list[RunCost], table: ThroughputTable) -> Estimate:
     return Estimate(seconds, unpriced, basis)
 
 
+def _plan_row(name: str, needed: int, stored: int, todo: list[RunCost], time: str,
+              about: str) -> str:
+    return (f"{name:<15} {needed:>5} {stored:>6} {len(todo):>8} "
+            f"{sum(c.iterations for c in todo):>10,} {sum(c.flops for c in todo):>9.2e} "
+            f"{time:>12}  {about}")
+
+
 def format_plan(claims: list[ClaimPlan], table: ThroughputTable) -> list[str]:
     """The plan as terminal lines: one per claim, then the distinct runs in total."""
     lines = [f"{'claim':<15} {'runs':>5} {'stored':>6} {'to train':>8} {'seed-it':>10} "
@@ -296,19 +301,15 @@ def format_plan(claims: list[ClaimPlan], table: ThroughputTable) -> list[str]:
     stored: set[str] = set()
     for plan in claims:
         todo = plan.to_train
-        lines.append(
-            f"{plan.claim:<15} {len(plan.needed):>5} {len(plan.stored):>6} {len(todo):>8} "
-            f"{sum(c.iterations for c in todo):>10,} {sum(c.flops for c in todo):>9.2e} "
-            f"{estimate(todo, table).text():>12}  {plan.nodeid.split('::')[-1]}"
-            + (f" ({plan.note})" if plan.note else ""))
+        about = plan.nodeid.split("::")[-1] + (f" ({plan.note})" if plan.note else "")
+        lines.append(_plan_row(plan.claim, len(plan.needed), len(plan.stored), todo,
+                               estimate(todo, table).text(), about))
         everything.update(plan.needed)
         stored |= plan.stored
     todo = [cost for key, cost in everything.items() if key not in stored]
     total = estimate(todo, table)
-    lines.append(
-        f"{'total':<15} {len(everything):>5} {len(stored):>6} {len(todo):>8} "
-        f"{sum(c.iterations for c in todo):>10,} {sum(c.flops for c in todo):>9.2e} "
-        f"{total.text():>12}  (distinct runs: claims share arms)")
+    lines.append(_plan_row("total", len(everything), len(stored), todo, total.text(),
+                           "(distinct runs: claims share arms)"))
     priced = [basis for basis in total.basis if not basis.startswith("no ")]
     if priced:
         scaled = sum(basis.startswith("scaled") for basis in priced)
@@ -325,7 +326,7 @@ def plan_json(claims: list[ClaimPlan]) -> list[dict[str, Any]]:
     """The plan per claim, for ``--cnnconv-json``."""
     return [{
         "claim": plan.claim, "nodeid": plan.nodeid, "note": plan.note,
-        "runs": [{"key": cost.key, "label": cost.label, "stored": cost.key in plan.stored,
+        "runs": [{"key": cost.key, "label": cost.spec.label(), "stored": cost.key in plan.stored,
                   "iterations": cost.iterations, "flops": cost.flops}
                  for cost in plan.needed.values()],
     } for plan in claims]

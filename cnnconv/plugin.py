@@ -190,15 +190,12 @@ class ClaimSession:
 
         def get(part: list[RunSpec], progress: ProgressLine | None) -> list[RunResult]:
             found: dict[str, RunResult] = {}
-            again = [spec for spec in part if spec.key() in redo]
-            if again:
-                found.update(zip((spec.key() for spec in again), self.store.get_or_train_many(
-                    again, lambda todo: train(todo, progress), fresh=True)))
-                self._retrained.update(found)
-            rest = [spec for spec in part if spec.key() not in found]
-            if rest:
-                found.update(zip((spec.key() for spec in rest), self.store.get_or_train_many(
-                    rest, lambda todo: train(todo, progress))))
+            for again in (True, False):  # the runs to retrain, then the others
+                group = [spec for spec in part if (spec.key() in redo) == again]
+                if group:
+                    found.update(zip((spec.key() for spec in group), self.store.get_or_train_many(
+                        group, lambda todo: train(todo, progress), fresh=again)))
+            self._retrained.update(redo & found.keys())
             return [found[spec.key()] for spec in part]
 
         try:
@@ -451,10 +448,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if claim_id is None:
         return None
     session = pyfuncitem.config.stash[SESSION_KEY]
-    names = pyfuncitem._fixtureinfo.argnames
     if session.planner is not None:
         return plan_claim(pyfuncitem, session.planner, claim_id)
-    decision = pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names})
+    decision = call_test(pyfuncitem)
     if not isinstance(decision, stats.Decision):
         raise TypeError(
             f"claim test {pyfuncitem.name} returned {type(decision).__name__}; a claim test "
@@ -499,17 +495,21 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
+def call_test(item: pytest.Function) -> Any:
+    """Call a test function with the fixtures it asks for; its return value."""
+    return item.obj(**{name: item.funcargs[name] for name in item._fixtureinfo.argnames})
+
+
 def plan_claim(item: pytest.Function, planner: Planner, claim_id: str) -> bool:
     """Under ``--cnnconv-plan``: run the claim against the planner (its arms counted, its
     decision discarded) and report it as skipped with what it needs."""
-    names = item._fixtureinfo.argnames
-    if "arms" not in names:
+    if "arms" not in item._fixtureinfo.argnames:
         plan = planner.claim(claim_id, item.nodeid)
         plan.note = "trains nothing"
     else:
         plan = item.stash[PLAN_KEY]
         try:
-            item.obj(**{name: item.funcargs[name] for name in names})
+            call_test(item)
         except pytest.skip.Exception:
             plan.note = plan.note or "the claim skips itself here"
             raise

@@ -268,6 +268,7 @@ class _Training:
         accuracy: list[list[float]] = [[] for _ in range(n)]
         diverged: list[int | None] = [None] * n
         checked, eval_time = 0, 0.0
+        seeds = tuple(spec.seed for spec in self.specs)
         batches = iter(self.loader)
         started = time.perf_counter()
         with precision(self.mode, self.device) as state, fast_kernels(self.device):
@@ -289,7 +290,7 @@ class _Training:
                 if all(d is not None for d in diverged):
                     break
                 if self.progress is not None:
-                    self.progress(Tick(tuple(s.seed for s in self.specs), done, iterations,
+                    self.progress(Tick(seeds, done, iterations,
                                        float(losses[:, done - 1].nanmean())))
                 if done in self.eval_points:
                     eval_started = time.perf_counter()
