@@ -3,7 +3,9 @@
 A protocol holds the base run of a source and the iteration windows its claims name.
 The ``cpu`` scale keeps the source's design (model family, data, batch sizes, precision
 arms) and shrinks what costs time: the network's width and the iteration counts, with
-the windows scaled by the same factor. Thresholds that depend on scale are stated here.
+the windows scaled by the same factor. The ``long`` scale (P0 and P4) shrinks the width
+alone for P0 and trains P4 long enough for its large batches to fit. Thresholds that
+depend on scale are stated here.
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ class P0Protocol:
 def p0_protocol(scale: Scale, dataset: str = "cifar10") -> P0Protocol:
     # Windows from the source (iterations): 200-1500, 1500-3000, 3000-5000, 5000-8000, and
     # the first 1000. The cpu scale divides every count by 20 (the base run is 400
-    # iterations of batch 64, half an epoch), which keeps P0 within minutes on 2 cores.
+    # iterations of batch 64, half an epoch), which keeps P0 within minutes on 2 cores;
+    # the long scale keeps the source's counts on the cpu scale's network (hours).
     # P0's claims read the training loss only; the final test accuracy (kept for the
-    # report and the baselines) is measured on the first 2,000 test images at cpu scale:
-    # on all 10,000 it took 26 of an fp64 seed's 41 s.
-    factor = 1 if scale.is_paper else 20
+    # report and the baselines) is measured on the first 2,000 test images off paper
+    # scale: on all 10,000 it took 26 of an fp64 seed's 41 s at cpu scale.
+    factor = 20 if scale.name == "cpu" else 1
     width = 64 if scale.is_paper else 8
     base = RunSpec(
         model="resnet18", model_options={"width": width}, dataset=dataset,
@@ -234,9 +237,16 @@ class P4Protocol:
     ResNet-9 with BatchNorm over each batch. Paper scale: width 16 on all of CIFAR-10,
     10 epochs, in tf32 (the claims are about batch size and learning rate; strict fp32
     would cost an H100 ~7x the time); cpu scale: width 4 on the first 1,024 images for
-    2 epochs in fp32 (a batch of 2
-    then takes 1,024 steps). "Stable" means the run did not diverge and its last tenth of
-    training loss is below 2.0 (chance is ln 10 = 2.30).
+    2 epochs in fp32 (a batch of 2 then takes 1,024 steps, a batch of 256 eight). "Stable"
+    means the run did not diverge and its last tenth of training loss is below 2.0
+    (chance is ln 10 = 2.30).
+
+    At cpu scale no run reaches that bar, so the stability claims have nothing to count.
+    The long scale trains width 4 on the first 5,120 images for 8 epochs (a batch of 256
+    takes 160 steps, a batch of 2 20,480; about 2 hours on 2 cores), chosen before any
+    verdict was looked at, by the one thing the protocol must allow: a pilot of the
+    largest batch (m = 256, seed 0, 2026-12-01) reached the bar at three of the five
+    eta~ (last-tenth loss 1.64, 1.49, 1.56 at 2^-10, 2^-8, 2^-6; 2.22 and 2.30 above).
     """
 
     scale: Scale
@@ -251,10 +261,11 @@ class P4Protocol:
 
 def p4_protocol(scale: Scale) -> P4Protocol:
     paper = scale.is_paper
+    images, epochs = {"paper": (None, 10), "long": (5120, 8)}.get(scale.name, (1024, 2))
     base = RunSpec(
         model="resnet9", model_options={"width": 16 if paper else 4}, dataset="cifar10",
-        train_subset=None if paper else 1024, test_subset=None if paper else 2000,
-        precision="tf32" if paper else "fp32", epochs=10 if paper else 2, optimizer="sgd",
+        train_subset=images, test_subset=None if paper else 2000,
+        precision="tf32" if paper else "fp32", epochs=epochs, optimizer="sgd",
         momentum=0.0,
         augment="crop_flip", device=scale.device,
     )

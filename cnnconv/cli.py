@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cnnconv import data as data_mod
+from cnnconv.claims import SCALES
 from cnnconv.models import MODELS, build_model, count_parameters
 from cnnconv.precision import MODES
 from cnnconv.progress import ProgressLine, StreamDisplay
@@ -85,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Runs `pytest claims` with the given scale, writing report/ and "
                     "verdicts.json; extra arguments go to pytest.",
     )
-    claims.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
+    claims.add_argument("--scale", default="cpu", choices=list(SCALES))
     claims.add_argument("--report", type=Path, default=Path("report"))
     return parser
 

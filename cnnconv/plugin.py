@@ -53,8 +53,9 @@ RECORD = "cnnconv"
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cnnconv", "cnnconv: claims about CNN convergence")
     group.addoption("--cnnconv-scale", default="cpu,paper", metavar="SCALES",
-                    help="comma-separated scales to run: cpu, paper (default both; paper "
-                         "tests are marked gpu)")
+                    help="comma-separated scales to run: cpu, paper, long (default cpu,paper; "
+                         "paper tests are marked gpu; long runs P0's CIFAR-10 claims at the "
+                         "source's iteration counts on the CPU, hours on 2 cores)")
     group.addoption("--cnnconv-claim", metavar="IDS",
                     help="run only the claims whose ID is, or starts with, one of these "
                          "comma-separated IDs at a dash: P1 selects P1-BS-1 and P1-LR-2 but "
@@ -389,6 +390,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         seconds = slow.kwargs.get("seconds", slow.args[0] if slow.args else "?")
         pytest.skip(f"slow at cpu scale (about {seconds} s of training on 2 cores); "
                     "run it with --cnnconv-slow")
+    claim = item.get_closest_marker("claim")
+    if claim is not None and callspec is not None and "scale" in callspec.params:
+        scale = SCALES[callspec.params["scale"]]
+        source, dataset = claim.kwargs.get("source"), callspec.params.get("dataset")
+        if not scale.covers(source, dataset):
+            pytest.skip(f"scale {scale.name} covers {'/'.join(scale.sources)} on "
+                        f"{'/'.join(scale.datasets)} only; run this claim at "
+                        "--cnnconv-scale=cpu or paper")
     gpu = item.get_closest_marker("gpu") is not None
     if gpu and not planning and not torch.cuda.is_available():
         pytest.skip(
@@ -399,7 +408,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture
 def scale(request: pytest.FixtureRequest) -> Scale:
-    """The scale this test runs at (parametrized: cpu, paper)."""
+    """The scale this test runs at (parametrized: cpu, paper, long)."""
     base = SCALES[request.param]
     seeds = request.config.getoption("--cnnconv-seeds") or base.seeds
     device = base.device

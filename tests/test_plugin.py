@@ -167,7 +167,7 @@ def test_unknown_baseline_and_scale_are_usage_errors(claims_run):
     result = claims_run("--cnnconv-compare=nope")
     result.stderr.fnmatch_lines(["*no baseline 'nope'*save one with --cnnconv-save-baseline=nope*"])
     result = claims_run("--cnnconv-scale=huge")
-    result.stderr.fnmatch_lines(["*unknown scale huge; choose from cpu, paper*"])
+    result.stderr.fnmatch_lines(["*unknown scale huge; choose from cpu, long, paper*"])
 
 
 SLOW_AND_PARAMETRIZED = '''
@@ -381,6 +381,27 @@ def test_the_plan_is_what_a_real_session_then_trains(pytester, tmp_path):
     done = len(_journal(store))
     pytester.runpytest_inprocess(*fresh).assert_outcomes(passed=5)
     assert sorted(_journal(store)[done:]) == sorted(planned)
+
+
+def test_the_long_scale_runs_p0_at_the_source_iteration_counts(pytester, cifar_dir, tmp_path):
+    """``--cnnconv-scale=long``: P0's CIFAR-10 claims at 8,000 (base) and 5,000 iterations
+    on the cpu scale's width-8 network; other sources (but P4) and Fashion-MNIST skip,
+    naming the scales that run them."""
+    result = pytester.runpytest_inprocess(
+        str(CLAIMS_DIR), "-p", "no:cacheprovider", "--cnnconv-scale=long", "-v", "-rs",
+        "--cnnconv-claim=P0-PREC-2,P1-LR-2", f"--cnnconv-data={cifar_dir}",
+        f"--cnnconv-store={tmp_path / 'store'}", "--cnnconv-plan",
+        f"--cnnconv-json={tmp_path / 'plan.json'}")
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines([
+        "*[[]P0-PREC-2-long-cifar10[]] SKIPPED*", "*[[]P0-PREC-2-long-fashion-mnist[]] SKIPPED*",
+        "*[[]P1-LR-2-long[]] SKIPPED*", "*--cnnconv-plan: 10 runs needed, 10 to train",
+        "SKIPPED [[]2[]] *: scale long covers P0/P4 on cifar10 only; run this claim "
+        "at --cnnconv-scale=cpu or paper"])
+    runs = [run for claim in json.loads((tmp_path / "plan.json").read_text())["plan"]
+            for run in claim["runs"]]
+    assert sorted(run["iterations"] for run in runs) == [5000] * 5 + [8000] * 5
+    assert all(run["label"].startswith("resnet18(width=8) cifar10 ") for run in runs)
 
 
 def test_the_plan_of_a_cpu_scale_claim_is_what_it_trains(pytester, cifar_dir, tmp_path):
