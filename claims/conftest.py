@@ -1,4 +1,4 @@
-"""Protocols of the sources, per scale: what "the paper's setup" means at cpu and paper scale.
+"""Protocols of the sources, per scale: what "the paper's setup" means at each scale.
 
 A protocol holds the base run of a source and the iteration windows its claims name.
 The ``cpu`` scale keeps the source's design (model family, data, batch sizes, precision

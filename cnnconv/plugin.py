@@ -6,7 +6,8 @@ test unless the verdict is "supported" (the message says refuted or inconclusive
 why). ``xfail(strict=True)`` marks a claim known not to replicate at a scale.
 
 Tests that take the ``scale`` fixture run once per selected scale: ``cpu`` (real data,
-scaled down, minutes on 2 cores) and ``paper`` (the source's protocol, marked ``gpu``).
+scaled down, minutes on 2 cores), ``paper`` (the source's protocol, marked ``gpu``) and,
+when asked for, ``long`` (P0 and P4 at hours on a CPU; claims a scale does not cover skip).
 Tests marked ``gpu`` are skipped where CUDA is absent. Under pytest-xdist each worker
 ``gwN`` trains on ``cuda:(N mod device_count)``; workers share the run store, whose
 per-run locks make each run computed once.
@@ -21,6 +22,7 @@ case; baselines are kept and compared in ``baseline``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -55,7 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cnnconv-scale", default="cpu,paper", metavar="SCALES",
                     help="comma-separated scales to run: cpu, paper, long (default cpu,paper; "
                          "paper tests are marked gpu; long runs P0's CIFAR-10 claims at the "
-                         "source's iteration counts on the CPU, hours on 2 cores)")
+                         "source's iteration counts and P4 on 5,120 images for 8 epochs, "
+                         "on the CPU: hours on 2 cores)")
     group.addoption("--cnnconv-claim", metavar="IDS",
                     help="run only the claims whose ID is, or starts with, one of these "
                          "comma-separated IDs at a dash: P1 selects P1-BS-1 and P1-LR-2 but "
@@ -319,6 +322,12 @@ def claim_id_of(item: pytest.Item | pytest.Function) -> str | None:
     return str(claim_id)
 
 
+def source_of(marker: pytest.Mark) -> str:
+    """The source a claim marker names, else its ID's first part (``P0`` of ``P0-BS-1``)."""
+    claim_id = marker.args[0] if marker.args else marker.kwargs.get("id", "")
+    return str(marker.kwargs.get("source", str(claim_id).split("-")[0]))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A claim test's ID becomes its first parameter (``test_x[P0-PREC-2-cpu-cifar10]``),
     then the scales to run at."""
@@ -393,11 +402,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     claim = item.get_closest_marker("claim")
     if claim is not None and callspec is not None and "scale" in callspec.params:
         scale = SCALES[callspec.params["scale"]]
-        source, dataset = claim.kwargs.get("source"), callspec.params.get("dataset")
-        if not scale.covers(source, dataset):
+        if not scale.covers(source_of(claim), callspec.params.get("dataset")):
             pytest.skip(f"scale {scale.name} covers {'/'.join(scale.sources)} on "
-                        f"{'/'.join(scale.datasets)} only; run this claim at "
-                        "--cnnconv-scale=cpu or paper")
+                        f"{'/'.join(scale.datasets)} only; run this claim at another "
+                        "scale (--cnnconv-scale=cpu or paper)")
     gpu = item.get_closest_marker("gpu") is not None
     if gpu and not planning and not torch.cuda.is_available():
         pytest.skip(
@@ -415,7 +423,7 @@ def scale(request: pytest.FixtureRequest) -> Scale:
     if device == "cuda" and torch.cuda.is_available():
         worker = os.environ.get("PYTEST_XDIST_WORKER")
         device = worker_device(worker, torch.cuda.device_count())
-    return Scale(base.name, device, seeds)
+    return dataclasses.replace(base, device=device, seeds=seeds)
 
 
 @pytest.fixture
@@ -483,7 +491,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     record = {
         "nodeid": pyfuncitem.nodeid,
         "id": claim_id,
-        "source": marker.kwargs.get("source", claim_id.split("-")[0]),
+        "source": source_of(marker),
         "sentence": marker.kwargs.get("sentence", ""),
         "paper": marker.kwargs.get("paper", ""),
         "scale": scale.name if isinstance(scale, Scale) else "",

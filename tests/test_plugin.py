@@ -397,7 +397,7 @@ def test_the_long_scale_runs_p0_at_the_source_iteration_counts(pytester, cifar_d
         "*[[]P0-PREC-2-long-cifar10[]] SKIPPED*", "*[[]P0-PREC-2-long-fashion-mnist[]] SKIPPED*",
         "*[[]P1-LR-2-long[]] SKIPPED*", "*--cnnconv-plan: 10 runs needed, 10 to train",
         "SKIPPED [[]2[]] *: scale long covers P0/P4 on cifar10 only; run this claim "
-        "at --cnnconv-scale=cpu or paper"])
+        "at another scale (--cnnconv-scale=cpu or paper)"])
     runs = [run for claim in json.loads((tmp_path / "plan.json").read_text())["plan"]
             for run in claim["runs"]]
     assert sorted(run["iterations"] for run in runs) == [5000] * 5 + [8000] * 5
