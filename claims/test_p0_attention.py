@@ -70,6 +70,13 @@ def test_cbam_adds_few_parameters():
         '+0.033 [+0.013, +0.052]; at width 8 its channel MLP has 1-4 hidden units (C/16)'
     ),
 )
+@pytest.mark.xfail_at_scale(
+    "long", reason=(
+        'measured at the source\'s iteration counts (5 seeds, width 8, engine 3): CBAM in every'
+        ' block lowers the mid-window loss by -0.027 [-0.034, -0.021], but the early window by'
+        ' only -0.005 [-0.024, +0.014], undecided (about 100 seeds would settle it)'
+    ),
+)
 @pytest.mark.claim(
     "P0-ATT-3", source="P0",
     sentence="CBAM in every block lowers the loss in the early and middle phases.",

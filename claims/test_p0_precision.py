@@ -48,6 +48,11 @@ def test_tf32_and_fp64_converge_at_about_the_same_rate(arms, p0, alpha):
         'sets in after ~3000 iterations, past the cpu-scale run'
     ),
 )
+@pytest.mark.xfail_at_scale("long", reason=(
+    'measured at the source\'s iteration counts (5 seeds, width 8, engine 3): bf16 sits above '
+    'tf32 mid-run (+0.016 [+0.000, +0.033]) and late (+0.021 [+0.005, +0.038]), but does not'
+    ' plateau: over 3000-5000 it still descends by -0.048 [-0.052, -0.045] per 1000 it, about'
+    ' tf32\'s -0.052'))
 @pytest.mark.xfail_at_scale("cpu", dataset="fashion-mnist", reason=(
     'measured on Fashion-MNIST (5 seeds, engine 3): bf16 sits no higher than tf32 (-0.021 '
     '[-0.074, +0.031] mid-run) and still descends at iteration 250 (-0.53 [-1.29, +0.23] '
