@@ -37,6 +37,10 @@ def batch_arms(arms, p0):
         'the first window is still the steep start of training, where batch noise shows'
     ),
 )
+@pytest.mark.xfail_at_scale("long", reason=(
+    'measured at the source\'s iteration counts (5 seeds, width 8, engine 3): over the first'
+    ' 1000 iterations batch 16 sits +13.8% [+13.1%, +14.4%] above batch 64, batch 32 +6.5% '
+    '[+5.5%, +7.6%]: far outside the 3% band, as at cpu scale'))
 @pytest.mark.xfail_at_scale("cpu", dataset="fashion-mnist", reason=(
     'measured on Fashion-MNIST (5 seeds, engine 3): over the first 50 iterations batch 16 '
     'sits +16% [+15%, +17%] above batch 64, far outside the 3% band'))
