@@ -64,7 +64,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "comma-separated IDs at a dash: P1 selects P1-BS-1 and P1-LR-2 but "
                          "not P3-FP16, which `-k P1` also matches (it matches substrings)")
     group.addoption("--cnnconv-seeds", type=option_number("--cnnconv-seeds", 2, integer=True), metavar="N",
-                    help="seeds per arm, at least 2 (default: cpu 5, paper 8; a claim may ask "
+                    help="seeds per arm, at least 2 (default: cpu and long 5, paper 8; a claim may ask "
                          "for more)")
     group.addoption("--cnnconv-alpha", type=option_number("--cnnconv-alpha", 0, 1, low_open=True),
                     default=0.05, metavar="ALPHA",
