@@ -322,10 +322,14 @@ def claim_id_of(item: pytest.Item | pytest.Function) -> str | None:
     return str(claim_id)
 
 
-def source_of(marker: pytest.Mark) -> str:
-    """The source a claim marker names, else its ID's first part (``P0`` of ``P0-BS-1``)."""
-    claim_id = marker.args[0] if marker.args else marker.kwargs.get("id", "")
-    return str(marker.kwargs.get("source", str(claim_id).split("-")[0]))
+def source_of(item: pytest.Item | pytest.Function) -> str:
+    """The source a claim test's marker names, else its ID's first part (``P0`` of
+    ``P0-BS-1``)."""
+    claim_id = claim_id_of(item)
+    marker = item.get_closest_marker("claim")
+    if claim_id is None or marker is None:
+        raise ValueError(f"{item.nodeid} is not a claim test")
+    return str(marker.kwargs.get("source", claim_id.split("-")[0]))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -399,10 +403,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         seconds = slow.kwargs.get("seconds", slow.args[0] if slow.args else "?")
         pytest.skip(f"slow at cpu scale (about {seconds} s of training on 2 cores); "
                     "run it with --cnnconv-slow")
-    claim = item.get_closest_marker("claim")
-    if claim is not None and callspec is not None and "scale" in callspec.params:
+    if claim_id_of(item) is not None and callspec is not None and "scale" in callspec.params:
         scale = SCALES[callspec.params["scale"]]
-        if not scale.covers(source_of(claim), callspec.params.get("dataset")):
+        if not scale.covers(source_of(item), callspec.params.get("dataset")):
             pytest.skip(f"scale {scale.name} covers {'/'.join(scale.sources)} on "
                         f"{'/'.join(scale.datasets)} only; run this claim at another "
                         "scale (--cnnconv-scale=cpu or paper)")
@@ -491,7 +494,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     record = {
         "nodeid": pyfuncitem.nodeid,
         "id": claim_id,
-        "source": source_of(marker),
+        "source": source_of(pyfuncitem),
         "sentence": marker.kwargs.get("sentence", ""),
         "paper": marker.kwargs.get("paper", ""),
         "scale": scale.name if isinstance(scale, Scale) else "",
