@@ -30,6 +30,13 @@ def cbam_lowers_the_loss(arms, p0, alpha, windows):
         ' undecided (about 11 seeds), early at the edge of the band'
     ),
 )
+@pytest.mark.xfail_at_scale(
+    "long", reason=(
+        'measured at the source\'s iteration counts (5 seeds, width 8, engine 3): CBAM in '
+        'layer1 changes the loss by -0.9%, -1.4%, -1.9% (early, mid, late; band -2.9% to +3%)'
+        ': early shown within the band, mid and late undecided (about 11 and 42 seeds)'
+    ),
+)
 @pytest.mark.claim(
     "P0-ATT-1", source="P0",
     sentence="CBAM only in layer1 changes convergence by less than 3%.",
