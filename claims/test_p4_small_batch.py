@@ -45,6 +45,10 @@ def best_accuracy(grid, p4, m):
     'measured (5 seeds): best accuracies of m = 32 and 64 differ by +1.2 [-0.8, +3.1] poi'
     'nts; the best small batch is not yet shown to beat every large one (about 20 seeds w'
     'ould settle it)'))
+@pytest.mark.xfail_at_scale("long", reason=(
+    'measured at long (5,120 images, 8 epochs, 5 seeds, engine 3): '
+    'the best accuracy is at m = 4 (52.3%), ahead of m = 128 and 256, but only +6.6 '
+    '[-0.3, +13.5] points over m = 64 (about 15 seeds would settle it)'))
 @pytest.mark.claim(
     "P4-SMALL", source="P4",
     sentence="With a constant per-example learning rate, the best test accuracy is reached "
@@ -63,6 +67,10 @@ def test_best_accuracy_at_a_small_batch(arms, p4, alpha):
     'measured (5 seeds): no run at cpu scale gets its last-tenth loss below 2.0 (2 epochs'
     ' on 1,024 images; accuracy at most 24%), so every count is 0: the cpu scale is too s'
     'hort to tell a stable learning rate from a slow one'))
+@pytest.mark.xfail_at_scale("long", reason=(
+    'measured at long (5,120 images, 8 epochs, 5 seeds, engine 3): '
+    'stable eta~ per m 4, 5, 5, 5, 5, 4, 4, 3 (m = 2..256): Kendall tau -0.48 '
+    '[-0.79, +0.02], p=0.089; five eta~ levels are too coarse to settle it'))
 @pytest.mark.claim(
     "P4-RANGE", source="P4",
     sentence="The range of learning rates that train stably shrinks as the batch grows.",
@@ -80,6 +88,10 @@ def test_stable_learning_rates_shrink_with_batch_size(arms, p4, alpha):
 @pytest.mark.xfail_at_scale("cpu", reason=(
     'measured (5 seeds): best accuracy at m = 8 is +0.9 [-1.6, +3.5] points over m = 2, u'
     'ndecided (about 54 seeds would settle it)'))
+@pytest.mark.xfail_at_scale("long", reason=(
+    'measured at long (5,120 images, 8 epochs, 5 seeds, engine 3): '
+    'best accuracy at m = 8 is +3.2 [-0.4, +6.9] points over m = 2, p=0.065 (about 11'
+    ' seeds would settle it)'))
 @pytest.mark.claim(
     "P4-BN", source="P4",
     sentence="BatchNorm over very small batches hurts: m = 2 trains worse than a moderate m = 8.",
@@ -96,6 +108,10 @@ def test_tiny_batchnorm_batches_hurt(arms, p4, alpha):
     'measured (5 seeds): small batches beat m = 256 with warmup by 10.9 [8.3, 13.5] point'
     's, but warmup at twice the best eta~ does not beat no warmup at m = 256 (-2.4 [-4.8,'
     ' +0.05])'))
+@pytest.mark.xfail_at_scale("long", reason=(
+    'measured at long (5,120 images, 8 epochs, 5 seeds, engine 3): '
+    'small batches beat m = 256 with warmup by 22.2 [15.9, 28.5] points, but warmup at '
+    'twice the best eta~ is 8.1 [2.4, 13.7] points below no warmup at m = 256'))
 @pytest.mark.claim(
     "P4-WARMUP", source="P4",
     sentence="Warmup helps a large batch, but does not bring it up to the small-batch "
