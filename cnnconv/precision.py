@@ -3,7 +3,7 @@
 A mode fixes three things: the dtype of weights, inputs and optimizer state; for the
 mixed modes, the dtype the products compute in; and the backend flags that decide whether
 fp32 GEMMs and convolutions may use TF32 tensor cores. ``precision(mode, device)`` sets
-the flags, enters the mode's arithmetic (``MixedPrecision`` for amp, ``EmulatedTF32`` for
+the flags, enters the mode's arithmetic (``MixedPrecision`` for amp, ``emulated_tf32`` for
 tf32 on a CPU), restores everything on exit, and yields the effective state for a run's
 metadata.
 
@@ -13,7 +13,7 @@ forward and backward, one seed and stacked):
 - ``fp64``, ``fp32``, ``bf16``: every operation in that dtype (weights, activations,
   BatchNorm and its statistics, the loss, optimizer state); ``fp32`` with TF32 off.
 - ``tf32``: fp32 storage; both operands of every convolution and matmul are TF32 numbers
-  (on CUDA by the tensor cores, on a CPU by ``EmulatedTF32``), products accumulate in fp32.
+  (on CUDA by the tensor cores, on a CPU by ``emulated_tf32``), products accumulate in fp32.
 - ``amp_bf16``, ``amp_fp16``: fp32 weights and optimizer; every convolution and matmul
   takes its operands in the low dtype and returns it; BatchNorm computes in fp32 (its
   input cast up, its statistics and affine parameters fp32, its output cast back down);
@@ -41,6 +41,7 @@ with products accumulated in fp32 -- the arithmetic of an Ampere or Hopper tenso
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -102,7 +103,7 @@ def get_mode(name: str) -> PrecisionMode:
 
 _TF32_DROPPED_BITS = 13
 _TF32_HALF_MINUS_ONE = (1 << (_TF32_DROPPED_BITS - 1)) - 1
-_EXPONENT = 0x7F800000
+_TF32_KEPT = ~((1 << _TF32_DROPPED_BITS) - 1)
 
 
 def round_to_tf32(x: Tensor) -> Tensor:
@@ -110,101 +111,87 @@ def round_to_tf32(x: Tensor) -> Tensor:
 
     Integer arithmetic on the bit pattern: add half an ulp of TF32 minus one, plus the
     lowest kept bit (so ties go to even), then clear the 13 dropped bits. A carry out of
-    the mantissa correctly bumps the exponent (and the largest values round to infinity).
-    Infinities and NaNs (exponent all ones) get no increment and keep all their bits.
-    Written as in-place integer ops: this runs on every conv and linear operand.
+    the mantissa correctly bumps the exponent (and the largest values round to infinity);
+    an infinity's mantissa is zero, so it comes out unchanged. A NaN's payload could carry
+    into its sign, so NaNs are put back as they were. Seven elementwise kernels, the
+    fewest eager torch needs: this runs on every operand of every product, forward and
+    backward. The result keeps ``x``'s memory layout.
     """
     if x.dtype != torch.float32:
         raise TypeError(f"round_to_tf32 takes float32, got {x.dtype}")
-    bits = x.contiguous().view(torch.int32)
-    finite = (bits & _EXPONENT) != _EXPONENT
-    out = bits >> _TF32_DROPPED_BITS
-    out.bitwise_and_(1).add_(_TF32_HALF_MINUS_ONE).mul_(finite).add_(bits)
-    keep = finite.to(torch.int32).mul_(-((1 << _TF32_DROPPED_BITS) - 1)).sub_(1)
-    return out.bitwise_and_(keep).view(torch.float32)
+    bits = x.view(torch.int32)
+    rounded = (bits >> _TF32_DROPPED_BITS).bitwise_and_(1).add_(bits)
+    rounded = rounded.add_(_TF32_HALF_MINUS_ONE).bitwise_and_(_TF32_KEPT).view(torch.float32)
+    return torch.where(x.isnan(), x, rounded)
 
 
-class _RoundOperand(torch.autograd.Function):
-    """Forward: round to TF32. Backward: pass the gradient through unchanged.
+# The aten products, with the positions of their operands. Every fp32 matmul and
+# convolution reaches one of these below autograd and vmap, in the forward pass and in
+# the backward one (linear becomes addmm or, under vmap, bmm; a convolution's backward is
+# convolution_backward, which takes the incoming gradient and both forward operands).
+_TF32_OPERANDS = {
+    "mm": (0, 1), "bmm": (0, 1), "addmm": (1, 2), "baddbmm": (1, 2), "addbmm": (1, 2),
+    "mv": (0, 1), "addmv": (1, 2), "dot": (0, 1),
+    "convolution": (0, 1), "convolution_backward": (0, 1, 2),
+}
+_BELOW_THIS_KERNEL = torch._C._after_ADInplaceOrView_keyset
 
-    The product that consumes the rounded operand computes its gradient with respect to
-    the rounded value, which is what a tensor core's backward returns for the original.
+
+def _tf32_kernel(name: str, positions: tuple[int, ...]):
+    """The kernel that rounds ``name``'s fp32 operands to TF32 and computes the product.
+
+    A convolution's bias gradient is a sum of the unrounded incoming gradient, not a
+    product (the hardware reduces it in fp32): it is summed here, not by the rounded call.
     """
+    op = getattr(torch.ops.aten, name).default
 
-    @staticmethod
-    def forward(x: Tensor) -> Tensor:  # type: ignore[override]
-        return round_to_tf32(x)
+    def kernel(keyset, *args, **kwargs):
+        below = keyset & _BELOW_THIS_KERNEL
+        if any(args[i].dtype != torch.float32 for i in positions):
+            return op.redispatch(below, *args, **kwargs)
+        rounded = list(args)
+        for i in positions:
+            rounded[i] = round_to_tf32(args[i])
+        if name != "convolution_backward" or not args[-1][2]:
+            return op.redispatch(below, *rounded, **kwargs)
+        rounded[-1] = [*args[-1][:2], False]
+        grad_input, grad_weight, _ = op.redispatch(below, *rounded, **kwargs)
+        grad = args[0]
+        return grad_input, grad_weight, grad.sum([d for d in range(grad.ndim) if d != 1])
 
-    @staticmethod
-    def vmap(info, in_dims, x):  # type: ignore[override]
-        return _RoundOperand.apply(x), in_dims[0]  # elementwise: the batch dim stays put
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
-        pass
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return grad
+    return kernel
 
 
-class _RoundGradient(torch.autograd.Function):
-    """Forward: identity. Backward: round the incoming gradient to TF32.
+_emulating = threading.Lock()
 
-    Placed on a product's output, it makes both backward products (grad x weight and
-    grad x input) read a TF32 gradient, as on the hardware.
+
+@contextlib.contextmanager
+def emulated_tf32() -> Iterator[None]:
+    """Every fp32 matmul and convolution computed inside takes TF32 operands.
+
+    The rule sits in the dispatcher, as a kernel registered (for the duration) on the
+    aten products at the ``ADInplaceOrView`` key: below autograd, so it sees the backward
+    pass's products too, and below vmap, so it sees a stack's grouped convolutions as the
+    plain tensors they are. No other op pays for it, and no autograd function or vmap rule
+    is involved (an earlier emulation built from those cost more than the rounding). A
+    backward pass run after the context exits computes in plain fp32, as a CUDA one does
+    once ``precision`` has restored the flags. Tensors made under ``torch.inference_mode``
+    skip that dispatch key, so the context refuses to run in it. Not reentrant: one
+    emulation at a time per process.
     """
-
-    @staticmethod
-    def forward(y: Tensor) -> Tensor:  # type: ignore[override]
-        return y.view_as(y)
-
-    @staticmethod
-    def vmap(info, in_dims, y):  # type: ignore[override]
-        return _RoundGradient.apply(y), in_dims[0]
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
-        pass
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return round_to_tf32(grad)
-
-
-def _tf32_product(product, x: Tensor, weight: Tensor, bias: Tensor | None, *args: object) -> Tensor:
-    """``product(x, weight, bias, *args)`` with TF32 operands in forward and backward.
-
-    The bias takes part in the forward call (so the result is bit-identical to the fp32
-    op on rounded operands) but not in the gradient rounding: adding ``bias - bias`` (an
-    exact zero) routes the bias gradient around it, unrounded, as the hardware's bias
-    reduction is an fp32 sum.
-    """
-    detached = None if bias is None else bias.detach()
-    out = _RoundGradient.apply(product(_RoundOperand.apply(x), _RoundOperand.apply(weight),
-                                       detached, *args))
-    if bias is None:  # (inside vmap, requires_grad is not visible: always route the bias)
-        return out
-    shape = (-1,) + (1,) * (out.ndim - 2) if product is F.conv2d else (-1,)
-    return out + (bias - detached).view(shape)
-
-
-class EmulatedTF32(TorchFunctionMode):
-    """Route float32 ``conv2d`` and ``linear`` calls through TF32-rounded operands.
-
-    Built from elementwise autograd functions with their own (trivial) vmap rules, so the
-    emulation also works, at full speed, inside ``torch.func.vmap`` (the multi-seed engine).
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        kwargs = kwargs or {}
-        if func is F.conv2d and _all_float32(args, kwargs):
-            call = _bind(args, kwargs, ("input", "weight", "bias", "stride", "padding",
-                                        "dilation", "groups"), (None, 1, 0, 1, 1))
-            return _tf32_product(F.conv2d, *call)
-        if func is F.linear and _all_float32(args, kwargs):
-            return _tf32_product(F.linear, *_bind(args, kwargs, ("input", "weight", "bias"), (None,)))
-        return func(*args, **kwargs)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("TF32 emulation cannot see products under torch.inference_mode; "
+                           "use torch.no_grad() instead")
+    if not _emulating.acquire(blocking=False):
+        raise RuntimeError("TF32 emulation is already active (one emulation at a time)")
+    try:
+        with torch.library._scoped_library("aten", "IMPL") as library:
+            for name, positions in _TF32_OPERANDS.items():
+                library.impl(name, _tf32_kernel(name, positions), "ADInplaceOrView",
+                             with_keyset=True)
+            yield
+    finally:
+        _emulating.release()
 
 
 # The products autocast runs in its low dtype, among the ops our networks call.
@@ -249,23 +236,6 @@ def _cast(values, dtype: torch.dtype):
     return tuple(one(v) for v in values)
 
 
-def _all_float32(args: tuple, kwargs: dict) -> bool:
-    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
-    return all(t.dtype == torch.float32 for t in tensors)
-
-
-def _bind(args: tuple, kwargs: dict, names: tuple[str, ...], defaults: tuple) -> list:
-    """Positional argument list for ``names``, filling omitted trailing ones with defaults."""
-    required = len(names) - len(defaults)
-    values = list(args) + [None] * (len(names) - len(args))
-    for index, name in enumerate(names):
-        if name in kwargs:
-            values[index] = kwargs[name]
-        elif index >= len(args) and index >= required:
-            values[index] = defaults[index - required]
-    return values
-
-
 def _read_flags() -> dict[str, str]:
     return {
         "matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
@@ -303,7 +273,7 @@ def precision(mode: PrecisionMode | str, device: torch.device | str) -> Iterator
     }
     arithmetic: contextlib.AbstractContextManager = contextlib.nullcontext()
     if emulate:
-        arithmetic = EmulatedTF32()
+        arithmetic = emulated_tf32()
     elif mode.autocast_dtype is not None:
         arithmetic = MixedPrecision(mode.autocast_dtype)
     try:

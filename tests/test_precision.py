@@ -101,24 +101,44 @@ def test_unknown_precision_lists_choices():
 
 
 def test_emulated_conv_and_linear_equal_fp32_ops_on_rounded_operands():
+    """Forward and both backward products take TF32 operands; the bias gradient is the
+    unrounded sum. A backward pass outside the context is plain fp32, as on CUDA once
+    ``precision`` has restored the flags."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 9, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     b = torch.randn(4, requires_grad=True)
+    grad = torch.randn(2, 4, 5, 5)
     with precision("tf32", "cpu"):
         y = F.conv2d(x, w, b, stride=2, padding=1)
         z = F.linear(y.flatten(1), torch.randn(5, 100))
-    xr, wr = round_to_tf32(x.detach()), round_to_tf32(w.detach())
+        y.backward(grad, retain_graph=True)
+    xr, wr, gr = round_to_tf32(x.detach()), round_to_tf32(w.detach()), round_to_tf32(grad)
     torch.testing.assert_close(y, F.conv2d(xr, wr, b, stride=2, padding=1), rtol=0, atol=0)
-    grad = torch.randn_like(y)
-    y.backward(grad)
-    gr = round_to_tf32(grad)
     expected_gx = torch.nn.grad.conv2d_input(x.shape, wr, gr, stride=2, padding=1)
     expected_gw = torch.nn.grad.conv2d_weight(xr, w.shape, gr, stride=2, padding=1)
     torch.testing.assert_close(x.grad, expected_gx, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(w.grad, expected_gw, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(b.grad, grad.sum((0, 2, 3)))
     assert z.shape == (2, 5)
+    x.grad = None
+    y.backward(grad)
+    plain = torch.nn.grad.conv2d_input(x.shape, w.detach(), grad, stride=2, padding=1)
+    torch.testing.assert_close(x.grad, plain, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(plain, expected_gx, rtol=1e-6, atol=1e-6)
+
+
+def test_emulation_refuses_inference_mode_and_nesting():
+    """Inference tensors skip the dispatch key the rounding sits on: refuse, don't
+    silently compute fp32."""
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="torch.no_grad"):
+        with precision("tf32", "cpu"):
+            pass
+    with precision("tf32", "cpu"), pytest.raises(RuntimeError, match="already active"):
+        with precision("tf32", "cpu"):
+            pass
+    with precision("tf32", "cpu"):  # released after both
+        pass
 
 
 def test_emulation_without_rounding_is_plain_fp32(monkeypatch):
