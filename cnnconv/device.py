@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnconv.kernels import product_rules
 from cnnconv.spec import ENGINE_VERSION
 
 
@@ -51,13 +52,18 @@ def driver_version() -> str:
 
 
 @contextlib.contextmanager
-def fast_kernels(device: torch.device) -> Iterator[None]:
-    """On CUDA, let cuDNN time its convolution algorithms once per shape and keep the
-    fastest (``cudnn.benchmark``): a stacked run's grouped convolutions otherwise get a
-    heuristic choice. Restored on exit. The flag is set directly: ``cudnn.flags()`` would
-    also write the legacy ``allow_tf32`` setter, which ``precision`` must not mix with."""
+def fast_kernels(device: torch.device, seeds: int = 1) -> Iterator[None]:
+    """The fastest kernels for a run of ``seeds`` stacked seeds on ``device``.
+
+    On CUDA, cuDNN times its convolution algorithms once per shape and keeps the fastest
+    (``cudnn.benchmark``): a stacked run's grouped convolutions otherwise get a heuristic
+    choice. The flag is set directly: ``cudnn.flags()`` would also write the legacy
+    ``allow_tf32`` setter, which ``precision`` must not mix with. On a CPU, a stack's thin
+    grouped convolutions run seed by seed (``kernels``: oneDNN's grouped kernel is slow
+    there). Restored on exit."""
     if device.type != "cuda":
-        yield
+        with product_rules(seeds=seeds) if seeds > 1 else contextlib.nullcontext():
+            yield
         return
     previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True

@@ -3,9 +3,9 @@
 A mode fixes three things: the dtype of weights, inputs and optimizer state; for the
 mixed modes, the dtype the products compute in; and the backend flags that decide whether
 fp32 GEMMs and convolutions may use TF32 tensor cores. ``precision(mode, device)`` sets
-the flags, enters the mode's arithmetic (``MixedPrecision`` for amp, ``emulated_tf32`` for
-tf32 on a CPU), restores everything on exit, and yields the effective state for a run's
-metadata.
+the flags, enters the mode's arithmetic (``MixedPrecision`` for amp; for tf32 on a CPU,
+``round_to_tf32`` on every product's operands, by ``kernels.product_rules``), restores
+everything on exit, and yields the effective state for a run's metadata.
 
 What each mode computes (tests/test_precision_dispatch.py checks it at the dispatch level,
 forward and backward, one seed and stacked):
@@ -13,7 +13,7 @@ forward and backward, one seed and stacked):
 - ``fp64``, ``fp32``, ``bf16``: every operation in that dtype (weights, activations,
   BatchNorm and its statistics, the loss, optimizer state); ``fp32`` with TF32 off.
 - ``tf32``: fp32 storage; both operands of every convolution and matmul are TF32 numbers
-  (on CUDA by the tensor cores, on a CPU by ``emulated_tf32``), products accumulate in fp32.
+  (on CUDA by the tensor cores, on a CPU by rounding them), products accumulate in fp32.
 - ``amp_bf16``, ``amp_fp16``: fp32 weights and optimizer; every convolution and matmul
   takes its operands in the low dtype and returns it; BatchNorm computes in fp32 (its
   input cast up, its statistics and affine parameters fp32, its output cast back down);
@@ -33,15 +33,18 @@ value to the nearest TF32 value, ties to even (the IEEE 754 default and the rule
 uses for fp32 -> bfloat16); values beyond the largest TF32 number round to infinity, and
 infinities and NaNs pass through unchanged. CUTLASS's default converter rounds ties away
 from zero instead; the two rules differ only on exact ties (1 in 8192 uniformly drawn
-mantissas). Under emulation both operands of every conv2d and linear are rounded, in the
-forward pass and in both backward products (the incoming gradient and the saved operand),
-with products accumulated in fp32 -- the arithmetic of an Ampere or Hopper tensor core.
+mantissas). Under emulation both operands of every fp32 convolution and matmul computed
+inside the context are rounded, in the forward pass and in both backward products (the
+incoming gradient and the saved operand), with products accumulated in fp32 -- the
+arithmetic of an Ampere or Hopper tensor core; a bias gradient is an unrounded sum. Run
+the backward pass inside the context: outside it is plain fp32, as on CUDA once the flags
+are restored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -51,6 +54,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from cnnconv.choices import check_choice
+from cnnconv.kernels import product_rules
 
 
 @dataclass(frozen=True)
@@ -113,85 +117,19 @@ def round_to_tf32(x: Tensor) -> Tensor:
     lowest kept bit (so ties go to even), then clear the 13 dropped bits. A carry out of
     the mantissa correctly bumps the exponent (and the largest values round to infinity);
     an infinity's mantissa is zero, so it comes out unchanged. A NaN's payload could carry
-    into its sign, so NaNs are put back as they were. Seven elementwise kernels, the
-    fewest eager torch needs: this runs on every operand of every product, forward and
-    backward. The result keeps ``x``'s memory layout.
+    into its sign: a tensor holding a NaN (its sum is NaN; a sum is one fast pass, where
+    an elementwise NaN test and select cost more than the rounding) has its NaNs put back
+    as they were. Five integer kernels and a sum: this runs on every operand of every
+    product, forward and backward. The result keeps ``x``'s memory layout.
     """
     if x.dtype != torch.float32:
         raise TypeError(f"round_to_tf32 takes float32, got {x.dtype}")
     bits = x.view(torch.int32)
     rounded = (bits >> _TF32_DROPPED_BITS).bitwise_and_(1).add_(bits)
-    rounded = rounded.add_(_TF32_HALF_MINUS_ONE).bitwise_and_(_TF32_KEPT).view(torch.float32)
-    return torch.where(x.isnan(), x, rounded)
-
-
-# The aten products, with the positions of their operands. Every fp32 matmul and
-# convolution reaches one of these below autograd and vmap, in the forward pass and in
-# the backward one (linear becomes addmm or, under vmap, bmm; a convolution's backward is
-# convolution_backward, which takes the incoming gradient and both forward operands).
-_TF32_OPERANDS = {
-    "mm": (0, 1), "bmm": (0, 1), "addmm": (1, 2), "baddbmm": (1, 2), "addbmm": (1, 2),
-    "mv": (0, 1), "addmv": (1, 2), "dot": (0, 1),
-    "convolution": (0, 1), "convolution_backward": (0, 1, 2),
-}
-_BELOW_THIS_KERNEL = torch._C._after_ADInplaceOrView_keyset
-
-
-def _tf32_kernel(name: str, positions: tuple[int, ...]):
-    """The kernel that rounds ``name``'s fp32 operands to TF32 and computes the product.
-
-    A convolution's bias gradient is a sum of the unrounded incoming gradient, not a
-    product (the hardware reduces it in fp32): it is summed here, not by the rounded call.
-    """
-    op = getattr(torch.ops.aten, name).default
-
-    def kernel(keyset, *args, **kwargs):
-        below = keyset & _BELOW_THIS_KERNEL
-        if any(args[i].dtype != torch.float32 for i in positions):
-            return op.redispatch(below, *args, **kwargs)
-        rounded = list(args)
-        for i in positions:
-            rounded[i] = round_to_tf32(args[i])
-        if name != "convolution_backward" or not args[-1][2]:
-            return op.redispatch(below, *rounded, **kwargs)
-        rounded[-1] = [*args[-1][:2], False]
-        grad_input, grad_weight, _ = op.redispatch(below, *rounded, **kwargs)
-        grad = args[0]
-        return grad_input, grad_weight, grad.sum([d for d in range(grad.ndim) if d != 1])
-
-    return kernel
-
-
-_emulating = threading.Lock()
-
-
-@contextlib.contextmanager
-def emulated_tf32() -> Iterator[None]:
-    """Every fp32 matmul and convolution computed inside takes TF32 operands.
-
-    The rule sits in the dispatcher, as a kernel registered (for the duration) on the
-    aten products at the ``ADInplaceOrView`` key: below autograd, so it sees the backward
-    pass's products too, and below vmap, so it sees a stack's grouped convolutions as the
-    plain tensors they are. No other op pays for it, and no autograd function or vmap rule
-    is involved (an earlier emulation built from those cost more than the rounding). A
-    backward pass run after the context exits computes in plain fp32, as a CUDA one does
-    once ``precision`` has restored the flags. Tensors made under ``torch.inference_mode``
-    skip that dispatch key, so the context refuses to run in it. Not reentrant: one
-    emulation at a time per process.
-    """
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("TF32 emulation cannot see products under torch.inference_mode; "
-                           "use torch.no_grad() instead")
-    if not _emulating.acquire(blocking=False):
-        raise RuntimeError("TF32 emulation is already active (one emulation at a time)")
-    try:
-        with torch.library._scoped_library("aten", "IMPL") as library:
-            for name, positions in _TF32_OPERANDS.items():
-                library.impl(name, _tf32_kernel(name, positions), "ADInplaceOrView",
-                             with_keyset=True)
-            yield
-    finally:
-        _emulating.release()
+    rounded = rounded.add_(_TF32_HALF_MINUS_ONE).bitwise_and_(_TF32_KEPT)
+    if x.device.type != "cpu" or math.isnan(x.sum()):  # (on a device the test would sync)
+        rounded = torch.where(x.isnan(), bits, rounded)  # as integers: a float copy quiets NaNs
+    return rounded.view(torch.float32)
 
 
 # The products autocast runs in its low dtype, among the ops our networks call.
@@ -273,7 +211,7 @@ def precision(mode: PrecisionMode | str, device: torch.device | str) -> Iterator
     }
     arithmetic: contextlib.AbstractContextManager = contextlib.nullcontext()
     if emulate:
-        arithmetic = emulated_tf32()
+        arithmetic = product_rules(round_operands=round_to_tf32)
     elif mode.autocast_dtype is not None:
         arithmetic = MixedPrecision(mode.autocast_dtype)
     try:

@@ -271,7 +271,7 @@ class _Training:
         seeds = tuple(spec.seed for spec in self.specs)
         batches = iter(self.loader)
         started = time.perf_counter()
-        with precision(self.mode, self.device) as state, fast_kernels(self.device):
+        with precision(self.mode, self.device) as state, fast_kernels(self.device, n):
             self.stack.train()
             for it in range(iterations):
                 batch = next(batches)

@@ -56,7 +56,9 @@ def test_round_to_tf32_matches_exact_nearest_even_bit_for_bit(values):
 @given(st.integers(0, 2**32 - 1))
 def test_round_to_tf32_over_all_bit_patterns(bits):
     value = _float(bits)
-    got = round_to_tf32(torch.tensor([value], dtype=torch.float32)).view(torch.int32).item() & 0xFFFFFFFF
+    # built from the bits: a Python float would quiet a signalling NaN on the way in
+    signed = torch.tensor([bits - (bits >> 31 << 32)], dtype=torch.int32)
+    got = round_to_tf32(signed.view(torch.float32)).view(torch.int32).item() & 0xFFFFFFFF
     if (bits >> 23) & 0xFF == 0xFF:
         assert got == bits  # infinities and NaNs pass through with every bit
     else:
@@ -128,17 +130,12 @@ def test_emulated_conv_and_linear_equal_fp32_ops_on_rounded_operands():
     assert not torch.allclose(plain, expected_gx, rtol=1e-6, atol=1e-6)
 
 
-def test_emulation_refuses_inference_mode_and_nesting():
+def test_emulation_refuses_inference_mode():
     """Inference tensors skip the dispatch key the rounding sits on: refuse, don't
     silently compute fp32."""
-    with torch.inference_mode(), pytest.raises(RuntimeError, match="torch.no_grad"):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"torch\.no_grad"):
         with precision("tf32", "cpu"):
             pass
-    with precision("tf32", "cpu"), pytest.raises(RuntimeError, match="already active"):
-        with precision("tf32", "cpu"):
-            pass
-    with precision("tf32", "cpu"):  # released after both
-        pass
 
 
 def test_emulation_without_rounding_is_plain_fp32(monkeypatch):

@@ -1,0 +1,170 @@
+"""Rules for how aten's convolutions and matrix products compute, applied in the dispatcher.
+
+Two of the engine's rules change how a product is computed without touching the code that
+calls it, and both must see the products as they actually run: after ``torch.func.vmap``
+has folded a stack's seeds into one grouped convolution, and in the backward pass as well
+as the forward one. Kernels registered on the products at the ``ADInplaceOrView``
+dispatch key do: that key sits below vmap's batching and below autograd (so a backward
+pass's ``convolution_backward`` and ``mm`` calls reach it too), and no other op pays for
+them. ``product_rules`` registers them for the duration of a ``with`` block.
+
+- ``round_operands`` (TF32 emulation): a function applied to both operands of every fp32
+  product, forward and backward. A convolution's bias gradient is a sum of the incoming
+  gradient, not a product: it is summed from the unrounded gradient.
+- ``seeds`` (stacked convolutions on a CPU): a grouped convolution whose groups hold fewer
+  than ``THIN`` input channels each, and whose groups split into ``seeds`` equal parts
+  (vmap's fold of ``seeds`` convolutions), is computed part by part, each as the plain
+  convolution of one seed. oneDNN's grouped kernel is slow for groups that thin:
+  measured on 2 cores at batch 64 (forward and backward), ResNet-18's first convolution
+  (3 channels in, 7x7) 16.4 ms grouped for 4 seeds against 6.3 ms seed by seed,
+  ResNet-9's (3 in, 3x3, 32x32) 47 ms against 9 ms; from 4 channels per group on, the
+  grouped kernel is as fast or faster (8 in at 8x8: 1.2 ms against 3.2 ms).
+  ``benchmarks/results/`` holds the table. Splitting is exact: the groups never mix.
+
+The rules are process-wide while a block is active (a backward pass runs them whichever
+thread it runs on), and blocks nest: an inner one changes the rules it names until it
+exits. Tensors made under ``torch.inference_mode`` skip the ``ADInplaceOrView`` key, so
+the rules refuse to run there rather than silently not apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+THIN = 4  # input channels per group below which a stacked convolution runs seed by seed
+
+# The aten products, with the positions of their operands. Every matmul and convolution
+# reaches one of these below autograd and vmap (linear becomes addmm or, under vmap, bmm;
+# a convolution's backward is convolution_backward: the incoming gradient and both
+# forward operands).
+_OPERANDS = {
+    "mm": (0, 1), "bmm": (0, 1), "addmm": (1, 2), "baddbmm": (1, 2), "addbmm": (1, 2),
+    "mv": (0, 1), "addmv": (1, 2), "dot": (0, 1),
+    "convolution": (0, 1), "convolution_backward": (0, 1, 2),
+}
+_BELOW = torch._C._after_ADInplaceOrView_keyset
+
+
+@dataclass(frozen=True)
+class _Rules:
+    round_operands: Callable[[Tensor], Tensor] | None = None
+    seeds: int = 1
+
+
+_rules = _Rules()
+_lock = threading.Lock()
+_depth = 0
+_library: torch.library.Library | None = None
+
+
+@contextlib.contextmanager
+def product_rules(*, round_operands: Callable[[Tensor], Tensor] | None = None,
+                  seeds: int | None = None) -> Iterator[None]:
+    """Apply the rules named (module docstring) to every product computed inside."""
+    global _rules, _depth, _library
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("cnnconv's product rules (TF32 emulation, stacked convolutions) "
+                           "cannot see products under torch.inference_mode; use "
+                           "torch.no_grad() instead")
+    changes = {k: v for k, v in (("round_operands", round_operands), ("seeds", seeds))
+               if v is not None}
+    with _lock:
+        previous = _rules
+        _rules = replace(_rules, **changes)
+        if _depth == 0:
+            _library = torch.library.Library("aten", "IMPL")
+            for name in _OPERANDS:
+                _library.impl(name, _KERNELS[name], "ADInplaceOrView", with_keyset=True)
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _rules = previous
+            _depth -= 1
+            if _depth == 0 and _library is not None:
+                _library._destroy()
+                _library = None
+
+
+def _rounded(args: tuple, name: str) -> list:
+    """``args`` with the product's fp32 operands rounded, if a rounding rule is active."""
+    args = list(args)
+    rounding = _rules.round_operands
+    positions = _OPERANDS[name]
+    if rounding is not None and all(args[i].dtype == torch.float32 for i in positions):
+        for i in positions:
+            args[i] = rounding(args[i])
+    return args
+
+
+def _product(name: str):
+    op = getattr(torch.ops.aten, name).default
+
+    def kernel(keyset, *args, **kwargs):
+        return op.redispatch(keyset & _BELOW, *_rounded(args, name), **kwargs)
+
+    return kernel
+
+
+def _seed_parts(weight: Tensor, transposed: bool, groups: int) -> int:
+    """How many parts a convolution is computed in: ``seeds`` for a thin stacked one."""
+    seeds = _rules.seeds
+    if seeds > 1 and not transposed and groups % seeds == 0 and weight.shape[1] < THIN:
+        return seeds
+    return 1
+
+
+_convolution_op = torch.ops.aten.convolution.default
+_convolution_backward_op = torch.ops.aten.convolution_backward.default
+
+
+def _convolution(keyset, *args):
+    x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = \
+        _rounded(args, "convolution")
+    below = keyset & _BELOW
+    parts = _seed_parts(weight, transposed, groups)
+    if parts == 1:
+        return _convolution_op.redispatch(below, x, weight, bias, stride, padding, dilation,
+                                          transposed, output_padding, groups)
+    biases = [None] * parts if bias is None else bias.chunk(parts)
+    return torch.cat([
+        _convolution_op.redispatch(below, xs, ws, bs, stride, padding, dilation, transposed,
+                                   output_padding, groups // parts)
+        for xs, ws, bs in zip(x.chunk(parts, 1), weight.chunk(parts), biases)], 1)
+
+
+def _convolution_backward(keyset, *args):
+    (grad, x, weight, bias_sizes, stride, padding, dilation, transposed, output_padding,
+     groups, mask) = _rounded(args, "convolution_backward")
+    below = keyset & _BELOW
+    bias_grad = None
+    if mask[2] and _rules.round_operands is not None:
+        unrounded = args[0]
+        bias_grad = unrounded.sum([d for d in range(unrounded.ndim) if d != 1])
+        mask = [mask[0], mask[1], False]
+    parts = _seed_parts(weight, transposed, groups)
+    if parts == 1:
+        grads = _convolution_backward_op.redispatch(
+            below, grad, x, weight, bias_sizes, stride, padding, dilation, transposed,
+            output_padding, groups, mask)
+    else:
+        sizes = None if bias_sizes is None else [bias_sizes[0] // parts]
+        each = [_convolution_backward_op.redispatch(
+            below, gs, xs, ws, sizes, stride, padding, dilation, transposed, output_padding,
+            groups // parts, mask)
+            for gs, xs, ws in zip(grad.chunk(parts, 1), x.chunk(parts, 1), weight.chunk(parts))]
+        grads = tuple(torch.cat([g[i] for g in each], 1 if i == 0 else 0) if mask[i] else None
+                      for i in range(3))
+    return grads if bias_grad is None else (grads[0], grads[1], bias_grad)
+
+
+_KERNELS = {name: _product(name) for name in _OPERANDS}
+_KERNELS["convolution"] = _convolution
+_KERNELS["convolution_backward"] = _convolution_backward
