@@ -39,6 +39,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from cnnconv import train as train_mod
 from cnnconv.data import synthetic
 from cnnconv.device import environment, fast_kernels
+from cnnconv.kernels import PRODUCT_OPERANDS
 from cnnconv.precision import MODES, get_mode, precision
 from cnnconv.seeds import SeedOptimizer
 from cnnconv.spec import RunSpec
@@ -66,9 +67,6 @@ class Check:
 
 # -- what each op sees ------------------------------------------------------------------
 
-# aten op -> indices of the operands that are a product's inputs (bias and outputs excluded)
-PRODUCT_OPERANDS = {"convolution": (0, 1), "convolution_backward": (0, 1, 2), "mm": (0, 1),
-                    "bmm": (0, 1), "addmm": (1, 2)}
 NORM_OPS = frozenset({"native_batch_norm", "native_batch_norm_backward", "cudnn_batch_norm",
                       "cudnn_batch_norm_backward", "_native_batch_norm_legit",
                       "_native_batch_norm_legit_functional", "_native_batch_norm_legit_no_training"})

@@ -39,11 +39,11 @@ from torch import Tensor
 
 THIN = 4  # input channels per group below which a stacked convolution runs seed by seed
 
-# The aten products, with the positions of their operands. Every matmul and convolution
-# reaches one of these below autograd and vmap (linear becomes addmm or, under vmap, bmm;
-# a convolution's backward is convolution_backward: the incoming gradient and both
-# forward operands).
-_OPERANDS = {
+# aten product -> positions of its operands (bias and outputs excluded). Every matmul
+# and convolution reaches one of these below autograd and vmap (linear becomes addmm or,
+# under vmap, bmm; a convolution's backward is convolution_backward: the incoming
+# gradient and both forward operands).
+PRODUCT_OPERANDS = {
     "mm": (0, 1), "bmm": (0, 1), "addmm": (1, 2), "baddbmm": (1, 2), "addbmm": (1, 2),
     "mv": (0, 1), "addmv": (1, 2), "dot": (0, 1),
     "convolution": (0, 1), "convolution_backward": (0, 1, 2),
@@ -79,7 +79,7 @@ def product_rules(*, round_operands: Callable[[Tensor], Tensor] | None = None,
         _rules = replace(_rules, **changes)
         if _depth == 0:
             _library = torch.library.Library("aten", "IMPL")
-            for name in _OPERANDS:
+            for name in PRODUCT_OPERANDS:
                 _library.impl(name, _KERNELS[name], "ADInplaceOrView", with_keyset=True)
         _depth += 1
     try:
@@ -97,7 +97,7 @@ def _rounded(args: tuple, name: str) -> list:
     """``args`` with the product's fp32 operands rounded, if a rounding rule is active."""
     args = list(args)
     rounding = _rules.round_operands
-    positions = _OPERANDS[name]
+    positions = PRODUCT_OPERANDS[name]
     if rounding is not None and all(args[i].dtype == torch.float32 for i in positions):
         for i in positions:
             args[i] = rounding(args[i])
@@ -121,6 +121,12 @@ def _seed_parts(weight: Tensor, transposed: bool, groups: int) -> int:
     return 1
 
 
+def _parts(t: Tensor, parts: int, dim: int) -> list[Tensor]:
+    """``t`` cut into ``parts`` along ``dim``, each contiguous: one seed's tensor, laid out
+    as it is when that seed trains alone (so its convolution sums in the same order)."""
+    return [part.contiguous() for part in t.chunk(parts, dim)]
+
+
 _convolution_op = torch.ops.aten.convolution.default
 _convolution_backward_op = torch.ops.aten.convolution_backward.default
 
@@ -133,11 +139,11 @@ def _convolution(keyset, *args):
     if parts == 1:
         return _convolution_op.redispatch(below, x, weight, bias, stride, padding, dilation,
                                           transposed, output_padding, groups)
-    biases = [None] * parts if bias is None else bias.chunk(parts)
+    biases = [None] * parts if bias is None else _parts(bias, parts, 0)
     return torch.cat([
         _convolution_op.redispatch(below, xs, ws, bs, stride, padding, dilation, transposed,
                                    output_padding, groups // parts)
-        for xs, ws, bs in zip(x.chunk(parts, 1), weight.chunk(parts), biases)], 1)
+        for xs, ws, bs in zip(_parts(x, parts, 1), _parts(weight, parts, 0), biases)], 1)
 
 
 def _convolution_backward(keyset, *args):
@@ -159,12 +165,13 @@ def _convolution_backward(keyset, *args):
         each = [_convolution_backward_op.redispatch(
             below, gs, xs, ws, sizes, stride, padding, dilation, transposed, output_padding,
             groups // parts, mask)
-            for gs, xs, ws in zip(grad.chunk(parts, 1), x.chunk(parts, 1), weight.chunk(parts))]
+            for gs, xs, ws in zip(_parts(grad, parts, 1), _parts(x, parts, 1),
+                                  _parts(weight, parts, 0))]
         grads = tuple(torch.cat([g[i] for g in each], 1 if i == 0 else 0) if mask[i] else None
                       for i in range(3))
     return grads if bias_grad is None else (grads[0], grads[1], bias_grad)
 
 
-_KERNELS = {name: _product(name) for name in _OPERANDS}
+_KERNELS = {name: _product(name) for name in PRODUCT_OPERANDS}
 _KERNELS["convolution"] = _convolution
 _KERNELS["convolution_backward"] = _convolution_backward
