@@ -34,6 +34,7 @@ CONFIGS = [
     ("resnet18w8-b64-fp32-4", "resnet18", {"width": 8}, 64, "fp32", 4),
     ("resnet18w8-b64-bf16-5", "resnet18", {"width": 8}, 64, "bf16", 5),
     ("resnet9w4-b128-fp32-5", "resnet9", {"width": 4}, 128, "fp32", 5),
+    ("resnet9w4-b128-tf32-5", "resnet9", {"width": 4}, 128, "tf32", 5),
     ("resnet9w4-b2-fp32-5", "resnet9", {"width": 4}, 2, "fp32", 5),
 ]
 

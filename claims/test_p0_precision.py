@@ -81,10 +81,6 @@ def test_bf16_converges_more_slowly_and_plateaus(arms, p0, alpha):
     ])
 
 
-@pytest.mark.xfail_at_scale("cpu", dataset="cifar10", reason=(
-    'measured (5 seeds, CIFAR-10 JPEG, engine 3): jitter fp64 - tf32 = +0.0005 [-0.0048, '
-    '+0.0059], p=0.58: no difference at this scale (engine 2 gave -0.0052 [-0.0087, -0.0017]'
-    ', p=0.017: an effect the size of a change in the optimizer\'s rounding)'))
 @pytest.mark.xfail_at_scale("long", reason=(
     'measured at the source\'s iteration counts (5 seeds, width 8, engine 3): jitter fp64 - '
     'tf32 = +0.0004 [-0.0016, +0.0024], p=0.66: no difference over 5000 iterations either'))

@@ -86,10 +86,6 @@ def test_zero_gamma_does_not_hurt_and_helps_early(arms, p3, alpha):
     ], alpha=alpha)
 
 
-@pytest.mark.xfail_at_scale("cpu", reason=(
-    "measured (5 seeds): accuracy without bias decay -0.0015 [-0.013, +0.010] against the "
-    "baseline; the one-point non-inferiority margin is not yet shown (about 14 seeds "
-    "would settle it)"))
 @pytest.mark.claim(
     "P3-NOBIASDECAY", source="P3",
     sentence="Applying weight decay only to conv and linear weights (not biases, not BN) "
@@ -131,10 +127,6 @@ def test_mixed_precision_is_faster_and_as_accurate(arms, p3, alpha):
     ], alpha=alpha)
 
 
-@pytest.mark.xfail_at_scale("cpu", reason=(
-    "measured (5 seeds, engine 3): cosine - step final accuracy +0.0018 [-0.0104, +0.0140] "
-    "against a non-inferiority margin of -0.01, p=0.054: undecided at n=5 (about 9 seeds "
-    "would settle it; engine 2 gave +0.0034, p=0.0099)"))
 @pytest.mark.claim(
     "P3-COSINE", source="P3",
     sentence="Cosine learning-rate decay is at least as good as step decay.",

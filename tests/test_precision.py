@@ -139,7 +139,7 @@ def test_emulation_refuses_inference_mode():
 
 
 def test_emulation_without_rounding_is_plain_fp32(monkeypatch):
-    """The custom autograd functions are exact; only the rounding makes TF32 differ."""
+    """The product kernels are exact; only the rounding makes TF32 differ."""
     torch.manual_seed(0)
     model = build_model("resnet18", width=8)
     x = torch.randn(4, 3, 32, 32)
