@@ -12,14 +12,17 @@ them. ``product_rules`` registers them for the duration of a ``with`` block.
   product, forward and backward. A convolution's bias gradient is a sum of the incoming
   gradient, not a product: it is summed from the unrounded gradient.
 - ``seeds`` (stacked convolutions on a CPU): a grouped convolution whose groups hold fewer
-  than ``THIN`` input channels each, and whose groups split into ``seeds`` equal parts
-  (vmap's fold of ``seeds`` convolutions), is computed part by part, each as the plain
-  convolution of one seed. oneDNN's grouped kernel is slow for groups that thin:
-  measured on 2 cores at batch 64 (forward and backward), ResNet-18's first convolution
-  (3 channels in, 7x7) 16.4 ms grouped for 4 seeds against 6.3 ms seed by seed,
-  ResNet-9's (3 in, 3x3, 32x32) 47 ms against 9 ms; from 4 channels per group on, the
-  grouped kernel is as fast or faster (8 in at 8x8: 1.2 ms against 3.2 ms).
-  ``benchmarks/results/`` holds the table. Splitting is exact: the groups never mix.
+  than ``THIN`` input channels each, whose groups split into ``seeds`` equal parts (vmap's
+  fold of ``seeds`` convolutions) and whose parts have at least ``SPLIT_MACS``
+  multiply-adds each, is computed part by part, each as the plain convolution of one
+  seed: bit for bit what that seed computes alone. oneDNN's grouped kernel is slow for
+  groups that thin. Measured on 2 cores, 5 seeds, forward and backward: ResNet-18's
+  first convolution (3 in, 8 out, 7x7, stride 2) 22.6 ms grouped against 7.6 ms seed by
+  seed at batch 64, 2.1 against 1.5 at batch 8 (2.4M multiply-adds a seed), 0.55 against
+  0.90 at batch 2; ResNet-9 width 4's (3 in, 4 out, 3x3) 10.1 against 8.6 ms at batch 32
+  (3.5M), 3.9 against 5.4 at batch 16 (1.8M). From 4 channels per group on the grouped
+  kernel is as fast or faster (8 in at 8x8: 1.2 ms against 3.2 ms).
+  benchmarks/test_stacked_convolution.py measures it. The groups never mix.
 
 The rules are process-wide while a block is active (a backward pass runs them whichever
 thread it runs on), and blocks nest: an inner one changes the rules it names until it
@@ -30,14 +33,16 @@ the rules refuse to run there rather than silently not apply.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 THIN = 4  # input channels per group below which a stacked convolution runs seed by seed
+SPLIT_MACS = 2_000_000  # ... if a seed's part has at least this many multiply-adds
 
 # aten product -> positions of its operands (bias and outputs excluded). Every matmul
 # and convolution reaches one of these below autograd and vmap (linear becomes addmm or,
@@ -113,12 +118,15 @@ def _product(name: str):
     return kernel
 
 
-def _seed_parts(weight: Tensor, transposed: bool, groups: int) -> int:
-    """How many parts a convolution is computed in: ``seeds`` for a thin stacked one."""
+def _seed_parts(x: Tensor, weight: Tensor, out_size: Sequence[int], transposed: bool,
+                groups: int) -> int:
+    """How many parts a convolution is computed in: ``seeds`` for a thin stacked one with
+    enough work per seed, else 1."""
     seeds = _rules.seeds
-    if seeds > 1 and not transposed and groups % seeds == 0 and weight.shape[1] < THIN:
-        return seeds
-    return 1
+    if seeds == 1 or transposed or groups % seeds or weight.shape[1] >= THIN:
+        return 1
+    macs = x.shape[0] * weight.shape[0] // seeds * math.prod(out_size) * math.prod(weight.shape[1:])
+    return seeds if macs >= SPLIT_MACS else 1
 
 
 def _parts(t: Tensor, parts: int, dim: int) -> list[Tensor]:
@@ -135,7 +143,9 @@ def _convolution(keyset, *args):
     x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = \
         _rounded(args, "convolution")
     below = keyset & _BELOW
-    parts = _seed_parts(weight, transposed, groups)
+    out_size = [(size + 2 * pad - dil * (k - 1) - 1) // step + 1 for size, k, step, pad, dil
+                in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation)]
+    parts = _seed_parts(x, weight, out_size, transposed, groups)
     if parts == 1:
         return _convolution_op.redispatch(below, x, weight, bias, stride, padding, dilation,
                                           transposed, output_padding, groups)
@@ -155,7 +165,7 @@ def _convolution_backward(keyset, *args):
         unrounded = args[0]
         bias_grad = unrounded.sum([d for d in range(unrounded.ndim) if d != 1])
         mask = [mask[0], mask[1], False]
-    parts = _seed_parts(weight, transposed, groups)
+    parts = _seed_parts(x, weight, grad.shape[2:], transposed, groups)
     if parts == 1:
         grads = _convolution_backward_op.redispatch(
             below, grad, x, weight, bias_sizes, stride, padding, dilation, transposed,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnconv.kernels import THIN, product_rules
+from cnnconv.kernels import SPLIT_MACS, THIN, product_rules
 from cnnconv.models import build_model
 from cnnconv.precision import round_to_tf32
 
@@ -37,7 +37,7 @@ class Convolutions(TorchDispatchMode):
 
 def _stacked_first_layer(channels=3, bias=True):
     torch.manual_seed(0)
-    x = torch.randn(SEEDS, 16, channels, 12, 12, requires_grad=True)
+    x = torch.randn(SEEDS, 32, channels, 24, 24, requires_grad=True)
     w = torch.randn(SEEDS, 8, channels, 5, 5, requires_grad=True)
     b = torch.randn(SEEDS, 8, requires_grad=True) if bias else None
     return x, w, b
@@ -46,16 +46,17 @@ def _stacked_first_layer(channels=3, bias=True):
 def _vmapped(x, w, b, **rules):
     """Forward and backward of the stacked convolution under vmap, with ``rules``."""
     conv = vmap(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1))
-    grad = torch.randn(SEEDS, 16, 8, 5, 5, generator=torch.Generator().manual_seed(1))
     recorder = Convolutions()
     with product_rules(**rules), recorder:
         out = conv(x, w, b)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
         grads = torch.autograd.grad(out, [x, w, b], grad)
     return out, grads, grad, recorder.groups
 
 
 def test_a_thin_stacked_convolution_is_each_seeds_own_convolution(one_thread):
     x, w, b = _stacked_first_layer()
+    assert 32 * 8 * 11 * 11 * 3 * 5 * 5 >= SPLIT_MACS  # a seed's multiply-adds
     out, grads, grad, groups = _vmapped(x, w, b, seeds=SEEDS)
     assert groups == {"convolution": [1] * SEEDS, "convolution_backward": [1] * SEEDS}
     for seed in range(SEEDS):
@@ -84,6 +85,9 @@ def test_only_thin_stacked_convolutions_are_split():
     assert _vmapped(x, w, b, seeds=SEEDS)[3]["convolution"] == [SEEDS]
     x, w, b = _stacked_first_layer()
     assert _vmapped(x, w, b, seeds=2)[3]["convolution"] == [SEEDS]  # 3 groups, not 2 parts
+    x, w, b = _stacked_first_layer()
+    x = x[:, :4].detach().requires_grad_()
+    assert _vmapped(x, w, b, seeds=SEEDS)[3]["convolution"] == [SEEDS]  # batch 4: too little work
     recorder = Convolutions()
     with product_rules(seeds=2), recorder:  # a transposed convolution keeps its groups
         F.conv_transpose2d(torch.randn(1, 4, 5, 5), torch.randn(4, 3, 3, 3), groups=2)
@@ -111,7 +115,7 @@ def test_a_stacked_resnets_first_layer_runs_seed_by_seed(one_thread):
     models = [build_model("resnet18", width=8).eval() for _ in range(SEEDS)]
     params, buffers = stack_module_state(models)
     skeleton = build_model("resnet18", width=8).to("meta").eval()
-    x = torch.randn(SEEDS, 4, 3, 32, 32)
+    x = torch.randn(SEEDS, 8, 3, 32, 32)  # batch 8: 2.4M multiply-adds a seed in conv1
     recorder = Convolutions()
     with torch.no_grad(), product_rules(seeds=SEEDS), recorder:
         out = vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)))(params, buffers, x)
