@@ -190,8 +190,9 @@ class P3Protocol:
     ResNet-9 width 64 on all of CIFAR-10 for 30 epochs in tf32 (the source trained in fp32
     on V100s, which have no TF32; on an H100 strict fp32 costs ~7x the time, and only
     P3-FP16's baseline arm, which is about fp32's speed, needs it); cpu scale: width 4 on
-    the first 2,560 images for 8 epochs in fp32 (emulated TF32 would cost 1.5-1.9x more),
-    tested on the first 2,000 test images.
+    the first 2,560 images for 8 epochs in fp32 (chosen when emulated TF32 cost 1.5-1.9x
+    more; since engine 4 it costs about what fp32 does, 5 stacked seeds at batch 128), tested
+    on the first 2,000 test images.
     """
 
     scale: Scale

@@ -21,7 +21,7 @@ them. ``product_rules`` registers them for the duration of a ``with`` block.
   seed at batch 64, 2.1 against 1.5 at batch 8 (2.4M multiply-adds a seed), 0.55 against
   0.90 at batch 2; ResNet-9 width 4's (3 in, 4 out, 3x3) 10.1 against 8.6 ms at batch 32
   (3.5M), 3.9 against 5.4 at batch 16 (1.8M). From 4 channels per group on the grouped
-  kernel is as fast or faster (8 in at 8x8: 1.2 ms against 3.2 ms).
+  kernel is as fast or faster (8 in at 8x8, 4 seeds at batch 64: 1.2 ms against 3.2 ms).
   benchmarks/test_stacked_convolution.py measures it. The groups never mix.
 
 The rules are process-wide while a block is active (a backward pass runs them whichever
@@ -96,16 +96,34 @@ def product_rules(*, round_operands: Callable[[Tensor], Tensor] | None = None,
             if _depth == 0 and _library is not None:
                 _library._destroy()
                 _library = None
+                _kept.clear()
 
 
-def _rounded(args: tuple, name: str) -> list:
-    """``args`` with the product's fp32 operands rounded, if a rounding rule is active."""
+# A convolution's rounded operands, from its forward call to its backward one (which reads
+# the same input and weight and would round them again): keyed by the original's address,
+# version and layout -- same memory and version, same values -- and held with it, so that
+# the address cannot be reused while the entry lives. The first backward to read an entry
+# takes it; whatever is left when the rules end is dropped.
+_kept: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _identity(t: Tensor) -> tuple:
+    return t.data_ptr(), t._version, tuple(t.shape), t.stride(), t.dtype
+
+
+def _rounded(args: tuple, name: str, keep: bool = False) -> list:
+    """``args`` with the product's fp32 operands rounded, if a rounding rule is active;
+    ``keep`` holds them for the backward call (``_kept``)."""
     args = list(args)
     rounding = _rules.round_operands
     positions = PRODUCT_OPERANDS[name]
-    if rounding is not None and all(args[i].dtype == torch.float32 for i in positions):
-        for i in positions:
-            args[i] = rounding(args[i])
+    if rounding is None or any(args[i].dtype != torch.float32 for i in positions):
+        return args
+    for i in positions:
+        original, found = args[i], _kept.pop(_identity(args[i]), None)
+        args[i] = rounding(original) if found is None else found[1]
+        if keep:
+            _kept[_identity(original)] = (original, args[i])
     return args
 
 
@@ -140,8 +158,9 @@ _convolution_backward_op = torch.ops.aten.convolution_backward.default
 
 
 def _convolution(keyset, *args):
+    needs_backward = torch.is_grad_enabled() and (args[0].requires_grad or args[1].requires_grad)
     x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = \
-        _rounded(args, "convolution")
+        _rounded(args, "convolution", keep=needs_backward)
     below = keyset & _BELOW
     out_size = [(size + 2 * pad - dil * (k - 1) - 1) // step + 1 for size, k, step, pad, dil
                 in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation)]

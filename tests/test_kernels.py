@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cnnconv import kernels
 from cnnconv.kernels import SPLIT_MACS, THIN, product_rules
 from cnnconv.models import build_model
 from cnnconv.precision import round_to_tf32
@@ -136,3 +137,29 @@ def test_rules_nest_restore_and_unregister():
     with torch.inference_mode(), pytest.raises(RuntimeError, match=r"torch\.no_grad"):
         with product_rules(seeds=2):
             pass
+
+
+def test_a_convolutions_backward_reuses_its_forward_roundings():
+    """The backward reads the input and weight the forward rounded: they are rounded once
+    (held from forward to backward, then released), the incoming gradient once."""
+    rounded = []
+
+    def counting(t):
+        rounded.append(tuple(t.shape))
+        return round_to_tf32(t)
+
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    with product_rules(round_operands=counting):
+        y = F.conv2d(x, w)
+        assert rounded == [(2, 3, 8, 8), (4, 3, 3, 3)] and len(kernels._kept) == 2
+        y.backward(torch.ones_like(y))
+        assert rounded[2:] == [(2, 4, 6, 6)] and not kernels._kept
+        with torch.no_grad():
+            F.conv2d(x, w)
+        assert not kernels._kept  # nothing to hold for: no backward will come
+        F.conv2d(x, w)  # a forward whose backward never runs ...
+    assert not kernels._kept  # ... is released when the rules end
+    expected = torch.nn.grad.conv2d_weight(round_to_tf32(x.detach()), w.shape,
+                                           torch.ones(2, 4, 6, 6))
+    torch.testing.assert_close(w.grad, expected, rtol=1e-6, atol=1e-5)
