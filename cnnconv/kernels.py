@@ -131,7 +131,9 @@ def _product(name: str):
     op = getattr(torch.ops.aten, name).default
 
     def kernel(keyset, *args, **kwargs):
-        return op.redispatch(keyset & _BELOW, *_rounded(args, name), **kwargs)
+        if _rules.round_operands is not None:
+            args = _rounded(args, name)
+        return op.redispatch(keyset & _BELOW, *args, **kwargs)
 
     return kernel
 
@@ -157,7 +159,15 @@ _convolution_op = torch.ops.aten.convolution.default
 _convolution_backward_op = torch.ops.aten.convolution_backward.default
 
 
+def _plain(weight: Tensor) -> bool:
+    """No rule touches a convolution with this weight (the common case, kept cheap: it is
+    asked on every call)."""
+    return _rules.round_operands is None and (_rules.seeds == 1 or weight.shape[1] >= THIN)
+
+
 def _convolution(keyset, *args):
+    if _plain(args[1]):
+        return _convolution_op.redispatch(keyset & _BELOW, *args)
     needs_backward = torch.is_grad_enabled() and (args[0].requires_grad or args[1].requires_grad)
     x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = \
         _rounded(args, "convolution", keep=needs_backward)
@@ -176,6 +186,8 @@ def _convolution(keyset, *args):
 
 
 def _convolution_backward(keyset, *args):
+    if _plain(args[2]):
+        return _convolution_backward_op.redispatch(keyset & _BELOW, *args)
     (grad, x, weight, bias_sizes, stride, padding, dilation, transposed, output_padding,
      groups, mask) = _rounded(args, "convolution_backward")
     below = keyset & _BELOW
