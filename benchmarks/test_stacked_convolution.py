@@ -24,7 +24,8 @@ BATCH = 64
 # (name, input channels per seed, output channels, image side, kernel, stride, padding)
 CONVOLUTIONS = [
     ("resnet18-conv1", 3, 8, 32, 7, 2, 3),
-    ("resnet9-prep", 3, 16, 32, 3, 1, 1),
+    ("resnet9w4-prep", 3, 4, 32, 3, 1, 1),
+    ("3in-16out-32px", 3, 16, 32, 3, 1, 1),
     ("lenet-conv2", 6, 16, 14, 5, 1, 0),
     ("4in-32px", 4, 8, 32, 3, 1, 1),
     ("8in-32px", 8, 8, 32, 3, 1, 1),
