@@ -32,14 +32,32 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# How many processes train on each CUDA device of this machine at once (pytest-xdist
+# workers sharing a GPU); set by the plugin through ``share_device``.
+_processes_per_device = 1
+
+
+def share_device(processes: int) -> None:
+    """Declare that ``processes`` processes (this one among them) train on this process's
+    CUDA device at once, so that each plans its stacks within its share of the memory."""
+    global _processes_per_device
+    if processes < 1:
+        raise ValueError(f"share_device: processes must be >= 1, got {processes}")
+    _processes_per_device = processes
+
+
 def free_memory(device: torch.device) -> int | None:
     """Bytes a new stack may use on a CUDA device: free on the device
-    (``torch.cuda.mem_get_info``) plus what PyTorch's allocator holds but does not use;
-    None on a CPU, where the engine does not plan memory."""
+    (``torch.cuda.mem_get_info``) plus what PyTorch's allocator holds but does not use,
+    and at most this process's share of the device (``share_device``) less what it has
+    allocated -- without the share, workers starting together on one GPU would each plan
+    for all of its free memory. None on a CPU, where the engine does not plan memory."""
     if device.type != "cuda":
         return None
-    reusable = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return torch.cuda.mem_get_info(device)[0] + reusable
+    free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    reusable = torch.cuda.memory_reserved(device) - allocated
+    return max(0, min(free + reusable, total // _processes_per_device - allocated))
 
 
 def driver_version() -> str:

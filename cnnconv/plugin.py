@@ -9,8 +9,9 @@ Tests that take the ``scale`` fixture run once per selected scale: ``cpu`` (real
 scaled down, minutes on 2 cores), ``paper`` (the source's protocol, marked ``gpu``) and,
 when asked for, ``long`` (P0 and P4 at hours on a CPU; claims a scale does not cover skip).
 Tests marked ``gpu`` are skipped where CUDA is absent. Under pytest-xdist each worker
-``gwN`` trains on ``cuda:(N mod device_count)``; workers share the run store, whose
-per-run locks make each run computed once.
+``gwN`` trains on ``cuda:(N mod device_count)`` and plans its stacks within its share of
+that device's memory; workers share the run store, whose per-run locks make each run
+computed once.
 
 A claim's ID is part of its node ID (``test_x[P0-PREC-2-cpu-cifar10]``) and a keyword,
 so ``-k P0-PREC-2`` selects it. While an arm trains, one progress line shows it
@@ -27,7 +28,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from cnnconv import baseline, stats
 from cnnconv.choices import option_number
 from cnnconv.claims import SCALES, Arms, Scale
 from cnnconv.data import DataError
+from cnnconv.device import share_device
 from cnnconv.plan import THROUGHPUT_TABLE, ClaimPlan, Planner, ThroughputTable, format_plan, plan_json
 from cnnconv.progress import ProgressLine, TerminalDisplay
 from cnnconv.result import RunResult
@@ -137,10 +139,20 @@ def pytest_configure(config: pytest.Config) -> None:
                                   config.getoption("--cnnconv-fresh"))
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "cnnconv-session")
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    if workers > 1:
-        # CPU runs: share the cores between workers instead of oversubscribing them.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    share_with_workers(os.environ)
+
+
+def share_with_workers(environ: Mapping[str, str]) -> None:
+    """In a pytest-xdist worker (``environ`` says how many there are), take a share of
+    the machine: of the CPU cores, instead of oversubscribing them, and of the GPU it
+    trains on, so that workers on one device each plan stacks within their share."""
+    workers = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    if torch.cuda.is_available():
+        share_device(workers_on_device(environ.get("PYTEST_XDIST_WORKER"), workers,
+                                       torch.cuda.device_count()))
 
 
 class ClaimSession:
@@ -309,6 +321,15 @@ def worker_device(worker_id: str | None, device_count: int) -> str:
     if not worker_id or not worker_id.startswith("gw") or device_count < 2:
         return "cuda"
     return f"cuda:{int(worker_id[2:]) % device_count}"
+
+
+def workers_on_device(worker_id: str | None, workers: int, device_count: int) -> int:
+    """How many of ``workers`` xdist workers train on ``worker_id``'s device (itself
+    included): with 3 workers on 2 GPUs, gw0 and gw2 share cuda:0, gw1 has cuda:1."""
+    if not worker_id or workers < 2:
+        return 1
+    mine = worker_device(worker_id, device_count)
+    return sum(worker_device(f"gw{n}", device_count) == mine for n in range(workers))
 
 
 def claim_id_of(item: pytest.Item | pytest.Function) -> str | None:

@@ -114,3 +114,23 @@ def test_one_seed_that_does_not_fit_says_what_to_change(tiny, monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     with pytest.raises(RuntimeError, match=r"does not fit.*smaller batch_size"):
         train_seeds(_specs(1), dataset=tiny)
+
+
+def test_processes_sharing_a_gpu_each_plan_within_their_share(monkeypatch):
+    """Free memory on an 80 GB card with 70 GB free, this process holding 6 GB of which 4
+    are in use: alone it may plan 72 GB; one of two sharers (xdist workers on one GPU)
+    40 - 4 = 36, so two workers starting together cannot both plan the whole card."""
+    import cnnconv.device as device_mod
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(70 * GB), int(80 * GB)))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: int(6 * GB))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: int(4 * GB))
+    monkeypatch.setattr(device_mod, "_processes_per_device", 1)
+    cuda = torch.device("cuda", 0)
+    assert device_mod.free_memory(cuda) == int(72 * GB)
+    device_mod.share_device(2)
+    assert device_mod.free_memory(cuda) == int(36 * GB)
+    device_mod.share_device(40)  # holding more than its share: nothing more to plan
+    assert device_mod.free_memory(cuda) == 0
+    assert device_mod.free_memory(torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        device_mod.share_device(0)

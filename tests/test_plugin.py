@@ -5,6 +5,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+import torch
 
 from cnnconv.store import RunStore
 
@@ -273,10 +274,32 @@ def test_missing_data_skips_with_the_fix_or_fails_when_required(pytester, tmp_pa
 
 
 def test_worker_device_assignment():
-    from cnnconv.plugin import worker_device
+    from cnnconv.plugin import worker_device, workers_on_device
     assert worker_device(None, 4) == "cuda"
     assert worker_device("gw5", 4) == "cuda:1"
     assert worker_device("gw0", 1) == "cuda"
+    assert workers_on_device(None, 0, 1) == 1
+    assert workers_on_device("gw1", 4, 1) == 4  # one GPU: all four share it
+    assert [workers_on_device(f"gw{n}", 3, 2) for n in range(3)] == [2, 1, 2]
+    assert workers_on_device("gw3", 4, 8) == 1
+
+
+def test_xdist_workers_on_one_gpu_each_plan_within_their_share(monkeypatch):
+    """Two workers on a (pretended) single GPU tell the engine they share it; without
+    this each would plan its stacks for all of the GPU's free memory."""
+    import cnnconv.device as device_mod
+    from cnnconv.plugin import share_with_workers
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(device_mod, "_processes_per_device", 1)
+    threads = torch.get_num_threads()
+    try:
+        share_with_workers({"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "2"})
+        assert device_mod._processes_per_device == 2
+    finally:
+        torch.set_num_threads(threads)
+    share_with_workers({})  # not a worker: nothing changes
+    assert device_mod._processes_per_device == 2
 
 
 def test_report_smoothing_keeps_ends_honest():
