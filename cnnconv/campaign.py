@@ -2,12 +2,12 @@
 
 The steps, in order: ``doctor`` (the self-check: ``cnnconv doctor`` and the tests marked
 gpu), ``bench`` (GEMM per dtype and training throughput with N = 1, 4, 16, 64 stacked
-seeds, saved to ``benchmarks/results/<gpu>-<date>.json``), then the paper-scale claims by
-source, cheapest first after P0: ``P0``, ``P1``, ``GEMM``, ``P2``, ``P4``, ``P3``
-(benchmarks/paper_cost.py estimates each; README). Each step is one pytest process under a
-wall-clock limit (``--step-seconds``, default 600). Every finished run is in the run store
-at once, so a step cut off by its limit loses only the stack in flight: ``./dev gpu
---from P3`` continues where it stopped. Reports go to ``report/paper-<step>/``; the last
+seeds, saved to ``benchmarks/results/<gpu>-<date>.json``, in parts that resume too), then
+the paper-scale claims by source, cheapest first after P0: ``P0``, ``P1``, ``GEMM``,
+``P2``, ``P4``, ``P3`` (benchmarks/paper_cost.py estimates each; README). Each step runs
+under a wall-clock limit (``--step-seconds``, default 600). Every finished run is in the
+run store at once, so a step cut off by its limit loses only the stack in flight:
+``./dev gpu --from P3`` continues where it stopped. Reports go to ``report/paper-<step>/``; the last
 thing printed is one table of every step and every verdict so far.
 """
 
@@ -36,6 +36,16 @@ CLAIM_FILES = {
     "P3": ["claims/test_p3_tricks.py"],
 }
 STEPS = ["doctor", "bench", *CLAIM_FILES]
+# The bench step in parts, one pytest process each (``-k`` of the gpu-marked benchmarks;
+# tests/test_campaign.py checks that they select each exactly once): pytest-benchmark
+# writes its JSON when a process ends, so a bench cut off by the step's limit keeps the
+# parts it finished, and ``--from bench`` runs only the others.
+BENCH_PARTS = {
+    "gemm": "gemm",
+    "resnet18-b64-tf32": "throughput and resnet18-b64-tf32",
+    "resnet18-b64-bf16": "throughput and resnet18-b64-bf16",
+    "resnet9-b512-bf16": "throughput and resnet9-b512-bf16",
+}
 
 
 def gpu_slug() -> str:
@@ -51,14 +61,25 @@ def _pytest(*args: str) -> list[str]:
             "-p", "no:cacheprovider", *args]
 
 
+def bench_results() -> Path:
+    """Where the bench step saves what it measured: ``benchmarks/results/<gpu>-<date>.json``."""
+    return ROOT / "benchmarks" / "results" / f"{gpu_slug()}-{datetime.date.today()}.json"
+
+
+def bench_part(part: str) -> Path:
+    """The JSON of one finished part of the bench, beside its results until they are merged."""
+    results = bench_results()
+    return results.with_name(f"{results.stem}.parts") / f"{part}.json"
+
+
 def commands(step: str, report: Path) -> list[list[str]]:
-    """The command lines of one step."""
+    """The command lines of one step (of the bench, the parts not finished yet)."""
     if step == "doctor":
         return [[sys.executable, "-m", "cnnconv.cli", "doctor"], _pytest("tests", "-m", "gpu", "-q")]
     if step == "bench":
-        results = ROOT / "benchmarks" / "results" / f"{gpu_slug()}-{datetime.date.today()}.json"
-        return [_pytest("benchmarks", "-m", "gpu", "-k", "gemm or throughput", "--benchmark-only",
-                        f"--benchmark-json={results}", "-q")]
+        return [_pytest("benchmarks", "-m", "gpu", "-k", selection, "--benchmark-only",
+                        f"--benchmark-json={bench_part(part)}", "-q")
+                for part, selection in BENCH_PARTS.items() if not bench_part(part).exists()]
     out = report / f"paper-{step}"
     # not -q: the progress line of each arm shows what a long step is doing
     return [_pytest(*CLAIM_FILES[step], "--cnnconv-scale=paper", "-m", "gpu",
@@ -77,7 +98,23 @@ def run_step(step: str, report: Path, seconds: float) -> tuple[str, float]:
             return "stopped at the limit", time.perf_counter() - started
         if code not in (0, 1):  # 1: a test failed or a claim was not supported -- a result
             return f"error (exit {code})", time.perf_counter() - started
+    if step == "bench":
+        merge_bench_parts()
     return "done", time.perf_counter() - started
+
+
+def merge_bench_parts() -> Path:
+    """Join the bench's parts into one pytest-benchmark JSON (the first part's machine and
+    commit information, every part's benchmarks) and remove the parts."""
+    parts = [bench_part(part) for part in BENCH_PARTS]
+    loaded = [json.loads(path.read_text()) for path in parts if path.exists()]
+    merged = {**loaded[0], "benchmarks": [b for part in loaded for b in part["benchmarks"]]}
+    results = bench_results()
+    results.write_text(json.dumps(merged, indent=1))
+    for path in parts:
+        path.unlink(missing_ok=True)
+    parts[0].parent.rmdir()
+    return results
 
 
 def verdict_rows(report: Path) -> list[str]:

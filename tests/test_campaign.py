@@ -2,6 +2,7 @@
 says without a GPU, and how a step cut off at its time limit stops the campaign with the
 command that continues it."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -21,8 +22,57 @@ def test_claim_steps_run_at_paper_scale_and_report_per_source(tmp_path):
     (command,) = campaign.commands("P2", tmp_path)
     assert "claims/test_p2_resnet9.py" in command and "--cnnconv-scale=paper" in command
     assert f"--cnnconv-json={tmp_path / 'paper-P2' / 'verdicts.json'}" in command
-    (bench,) = campaign.commands("bench", tmp_path)
-    assert any(a.startswith("--benchmark-json=") and a.endswith(".json") for a in bench)
+    bench = campaign.commands("bench", tmp_path)
+    assert len(bench) == len(campaign.BENCH_PARTS)
+    assert all(any(a.startswith("--benchmark-json=") and a.endswith(".json") for a in command)
+               for command in bench)
+
+
+def _collected(*args: str) -> list[str]:
+    """Node IDs of the gpu-marked benchmarks that ``args`` select (collected, not run)."""
+    ids: list[str] = []
+
+    class Collector:
+        def pytest_collection_finish(self, session):
+            ids.extend(item.nodeid for item in session.items)
+    pytest.main(["benchmarks", "-m", "gpu", "--collect-only", "-q", "-p", "no:cacheprovider",
+                 f"--rootdir={campaign.ROOT}", *args], plugins=[Collector()])
+    return ids
+
+
+def test_the_bench_parts_select_every_gpu_benchmark_of_the_bench_once(monkeypatch):
+    monkeypatch.chdir(campaign.ROOT)
+    parts = [_collected("-k", selection) for selection in campaign.BENCH_PARTS.values()]
+    assert all(parts)
+    every = [node for part in parts for node in part]
+    assert sorted(every) == sorted(_collected("-k", "gemm or throughput"))
+    assert len(set(every)) == len(every)
+
+
+def test_a_bench_cut_off_resumes_with_the_parts_it_had_not_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(campaign, "bench_results", lambda: tmp_path / "test-gpu-today.json")
+    ran = []
+
+    def fake_run(command, cwd, timeout):
+        part = next(a.split("=", 1)[1] for a in command if a.startswith("--benchmark-json="))
+        ran.append(Path(part).stem)
+        if len(ran) == 3:  # the third part is cut off by the step's limit: no JSON
+            raise subprocess.TimeoutExpired(command, timeout)
+        Path(part).parent.mkdir(parents=True, exist_ok=True)
+        Path(part).write_text(json.dumps({"machine_info": {"node": "gpu"},
+                                          "benchmarks": [{"name": Path(part).stem}]}))
+        return subprocess.CompletedProcess(command, 0)
+    monkeypatch.setattr(campaign.subprocess, "run", fake_run)
+    parts = list(campaign.BENCH_PARTS)
+    assert campaign.run_step("bench", tmp_path, 60)[0] == "stopped at the limit"
+    assert ran == parts[:3] and not (tmp_path / "test-gpu-today.json").exists()
+    ran.clear()
+    assert campaign.run_step("bench", tmp_path, 60)[0] == "done"
+    assert ran == parts[2:]  # the finished parts are not run again
+    merged = json.loads((tmp_path / "test-gpu-today.json").read_text())
+    assert merged["machine_info"] == {"node": "gpu"}
+    assert [b["name"] for b in merged["benchmarks"]] == parts
+    assert not (tmp_path / "test-gpu-today.parts").exists()
 
 
 def test_without_a_gpu_it_says_what_to_run_instead(capsys, monkeypatch):
