@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +37,12 @@ CLAIM_FILES = {
     "P3": ["claims/test_p3_tricks.py"],
 }
 STEPS = ["doctor", "bench", *CLAIM_FILES]
+GRACE = 30.0  # seconds a step cut off at its limit gets to write what it finished
+# Seeds trained as one computation in a claim step (default: all of an arm's), so that no
+# computation outlasts a step: a stack is stored only once it has finished. Per seed on an
+# H100, benchmarks/paper_cost.py's floor gives P3's strict-fp32 arm ~140 s and its 2x-wide
+# distillation teacher ~90 s; P2's ResNet-9 at batch 512 ~18 s, and P2-94 has 25 seeds.
+STACK = {"P2": 8, "P3": 1}
 # The bench step in parts, one pytest process each (``-k`` of the gpu-marked benchmarks;
 # tests/test_campaign.py checks that they select each exactly once): pytest-benchmark
 # writes its JSON when a process ends, so a bench cut off by the step's limit keeps the
@@ -67,39 +74,69 @@ def bench_results() -> Path:
 
 
 def bench_part(part: str) -> Path:
-    """The JSON of one finished part of the bench, beside its results until they are merged."""
-    results = bench_results()
-    return results.with_name(f"{results.stem}.parts") / f"{part}.json"
+    """The JSON of one finished part of the bench, kept until the parts are merged (named
+    without the date, so that a bench resumed after midnight still finds them)."""
+    return bench_results().parent / f"{gpu_slug()}.parts" / f"{part}.json"
 
 
 def commands(step: str, report: Path) -> list[list[str]]:
     """The command lines of one step (of the bench, the parts not finished yet)."""
     if step == "doctor":
-        return [[sys.executable, "-m", "cnnconv.cli", "doctor"], _pytest("tests", "-m", "gpu", "-q")]
+        return [[sys.executable, "-m", "cnnconv.cli", "doctor"],
+                _pytest("tests/test_gpu.py", "-m", "gpu", "-q")]
     if step == "bench":
-        return [_pytest("benchmarks", "-m", "gpu", "-k", selection, "--benchmark-only",
+        return [_pytest("benchmarks", "-m", "gpu", "-k", selection,
                         f"--benchmark-json={bench_part(part)}", "-q")
                 for part, selection in BENCH_PARTS.items() if not bench_part(part).exists()]
     out = report / f"paper-{step}"
     # not -q: the progress line of each arm shows what a long step is doing
-    return [_pytest(*CLAIM_FILES[step], "--cnnconv-scale=paper", "-m", "gpu",
+    stack = [f"--cnnconv-stack={STACK[step]}"] if step in STACK else []
+    return [_pytest(*CLAIM_FILES[step], "--cnnconv-scale=paper", "-m", "gpu", *stack,
                     f"--cnnconv-report={out / 'README.md'}", f"--cnnconv-json={out / 'verdicts.json'}")]
 
 
+def run(command: list[str], seconds: float) -> int | None:
+    """Run ``command`` for at most ``seconds``: its exit code, or None if it was stopped.
+    ``GRACE`` seconds before the limit it gets SIGINT, as from Ctrl-C, so that pytest
+    still writes the verdicts and report of the claims that finished (and the run store
+    keeps every finished run); only if it has not ended by the limit is it killed."""
+    process = subprocess.Popen(command, cwd=ROOT)
+    try:
+        return process.wait(timeout=max(1.0, seconds - GRACE))
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=min(GRACE, seconds))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return None
+
+
 def run_step(step: str, report: Path, seconds: float) -> tuple[str, float]:
-    """Run a step's commands within ``seconds`` in all; (outcome, wall seconds)."""
+    """Run a step's commands within ``seconds`` in all; (outcome, wall seconds). A command
+    that fails does not stop the step's others (the doctor's tests still run, the other
+    bench parts still measure); the outcome is then the first failure's."""
     started = time.perf_counter()
+    outcome = "done"
+    if step == "bench":  # pytest-benchmark writes its JSON into an existing folder only
+        bench_part("gemm").parent.mkdir(parents=True, exist_ok=True)
     for command in commands(step, report):
         left = seconds - (time.perf_counter() - started)
         print(f"\n== ./dev gpu: {step}: {' '.join(command[2:])}", flush=True)
-        try:
-            code = subprocess.run(command, cwd=ROOT, timeout=max(1.0, left)).returncode
-        except subprocess.TimeoutExpired:
+        code = run(command, left)
+        if code is None:
             return "stopped at the limit", time.perf_counter() - started
-        if code not in (0, 1):  # 1: a test failed or a claim was not supported -- a result
-            return f"error (exit {code})", time.perf_counter() - started
+        if code not in (0, 1) and outcome == "done":  # 1: a test failed or a claim was not
+            outcome = f"error (exit {code})"            # supported -- a result, not an error
+    if outcome != "done":
+        return outcome, time.perf_counter() - started
     if step == "bench":
-        merge_bench_parts()
+        try:
+            merge_bench_parts()
+        except RuntimeError as error:
+            print(error, file=sys.stderr)
+            return "error (no bench JSON)", time.perf_counter() - started
     return "done", time.perf_counter() - started
 
 
@@ -107,7 +144,11 @@ def merge_bench_parts() -> Path:
     """Join the bench's parts into one pytest-benchmark JSON (the first part's machine and
     commit information, every part's benchmarks) and remove the parts."""
     parts = [bench_part(part) for part in BENCH_PARTS]
-    loaded = [json.loads(path.read_text()) for path in parts if path.exists()]
+    missing = [path.name for path in parts if not path.exists()]
+    if missing:
+        raise RuntimeError(f"./dev gpu: bench parts {', '.join(missing)} ran but wrote no JSON "
+                           f"(see their output above); rerun with ./dev gpu --only bench")
+    loaded = [json.loads(path.read_text()) for path in parts]
     merged = {**loaded[0], "benchmarks": [b for part in loaded for b in part["benchmarks"]]}
     results = bench_results()
     results.write_text(json.dumps(merged, indent=1))

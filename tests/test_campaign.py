@@ -3,7 +3,8 @@ says without a GPU, and how a step cut off at its time limit stops the campaign 
 command that continues it."""
 
 import json
-import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ def test_claim_steps_run_at_paper_scale_and_report_per_source(tmp_path):
     (command,) = campaign.commands("P2", tmp_path)
     assert "claims/test_p2_resnet9.py" in command and "--cnnconv-scale=paper" in command
     assert f"--cnnconv-json={tmp_path / 'paper-P2' / 'verdicts.json'}" in command
+    # no computation may outlast a step: P3's longest runs train one seed at a time
+    assert "--cnnconv-stack=1" in campaign.commands("P3", tmp_path)[0]
+    assert not any(a.startswith("--cnnconv-stack") for a in campaign.commands("P0", tmp_path)[0])
     bench = campaign.commands("bench", tmp_path)
     assert len(bench) == len(campaign.BENCH_PARTS)
     assert all(any(a.startswith("--benchmark-json=") and a.endswith(".json") for a in command)
@@ -51,18 +55,19 @@ def test_the_bench_parts_select_every_gpu_benchmark_of_the_bench_once(monkeypatc
 
 def test_a_bench_cut_off_resumes_with_the_parts_it_had_not_finished(tmp_path, monkeypatch):
     monkeypatch.setattr(campaign, "bench_results", lambda: tmp_path / "test-gpu-today.json")
+    monkeypatch.setattr(campaign, "gpu_slug", lambda: "test-gpu")
     ran = []
 
-    def fake_run(command, cwd, timeout):
+    def fake_run(command, seconds):
         part = next(a.split("=", 1)[1] for a in command if a.startswith("--benchmark-json="))
         ran.append(Path(part).stem)
         if len(ran) == 3:  # the third part is cut off by the step's limit: no JSON
-            raise subprocess.TimeoutExpired(command, timeout)
-        Path(part).parent.mkdir(parents=True, exist_ok=True)
+            return None
+        assert Path(part).parent.is_dir()  # pytest-benchmark does not make it
         Path(part).write_text(json.dumps({"machine_info": {"node": "gpu"},
                                           "benchmarks": [{"name": Path(part).stem}]}))
-        return subprocess.CompletedProcess(command, 0)
-    monkeypatch.setattr(campaign.subprocess, "run", fake_run)
+        return 0
+    monkeypatch.setattr(campaign, "run", fake_run)
     parts = list(campaign.BENCH_PARTS)
     assert campaign.run_step("bench", tmp_path, 60)[0] == "stopped at the limit"
     assert ran == parts[:3] and not (tmp_path / "test-gpu-today.json").exists()
@@ -72,7 +77,16 @@ def test_a_bench_cut_off_resumes_with_the_parts_it_had_not_finished(tmp_path, mo
     merged = json.loads((tmp_path / "test-gpu-today.json").read_text())
     assert merged["machine_info"] == {"node": "gpu"}
     assert [b["name"] for b in merged["benchmarks"]] == parts
-    assert not (tmp_path / "test-gpu-today.parts").exists()
+    assert not (tmp_path / "test-gpu.parts").exists()
+
+
+def test_a_bench_part_that_wrote_nothing_is_an_error_naming_the_rerun(tmp_path, monkeypatch,
+                                                                      capsys):
+    monkeypatch.setattr(campaign, "bench_results", lambda: tmp_path / "test-gpu-today.json")
+    monkeypatch.setattr(campaign, "gpu_slug", lambda: "test-gpu")
+    monkeypatch.setattr(campaign, "run", lambda command, seconds: 1)
+    assert campaign.run_step("bench", tmp_path, 60)[0] == "error (no bench JSON)"
+    assert "wrote no JSON" in capsys.readouterr().err
 
 
 def test_without_a_gpu_it_says_what_to_run_instead(capsys, monkeypatch):
@@ -87,12 +101,12 @@ def test_a_step_cut_off_at_its_limit_stops_with_the_command_that_continues(tmp_p
     monkeypatch.setattr(campaign, "gpu_slug", lambda: "test-gpu")
     ran = []
 
-    def fake_run(command, cwd, timeout):
+    def fake_run(command, seconds):
         ran.append(command)
         if "claims/test_p3_tricks.py" in command:
-            raise subprocess.TimeoutExpired(command, timeout)
-        return subprocess.CompletedProcess(command, 0)
-    monkeypatch.setattr(campaign.subprocess, "run", fake_run)
+            return None
+        return 0
+    monkeypatch.setattr(campaign, "run", fake_run)
     out = tmp_path / "paper-P0"
     out.mkdir()
     (out / "verdicts.json").write_text('{"claims": [{"id": "P0-PREC-1", "dataset": "cifar10", '
@@ -108,3 +122,30 @@ def test_a_step_cut_off_at_its_limit_stops_with_the_command_that_continues(tmp_p
 @pytest.mark.parametrize("step", campaign.STEPS)
 def test_every_step_has_commands(step, tmp_path):
     assert all(isinstance(c, list) and c for c in campaign.commands(step, Path(tmp_path)))
+
+
+def test_a_command_at_its_limit_gets_sigint_first_to_write_what_it_finished(tmp_path, monkeypatch):
+    """pytest answers SIGINT by finishing the session (verdicts and report of the claims
+    that finished); a command that ignores it is killed at the limit."""
+    monkeypatch.setattr(campaign, "GRACE", 0.5)
+    wrote = tmp_path / "wrote"
+    polite = ("import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+              f"    open({str(wrote)!r}, 'w').write('finished')\n")
+    assert campaign.run([sys.executable, "-c", polite], seconds=3.0) is None
+    assert wrote.read_text() == "finished"
+    deaf = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)\n"
+    started = time.perf_counter()
+    assert campaign.run([sys.executable, "-c", deaf], seconds=1.5) is None
+    assert time.perf_counter() - started < 10
+    assert campaign.run([sys.executable, "-c", "raise SystemExit(1)"], seconds=30.0) == 1
+
+
+def test_a_failing_command_does_not_stop_the_rest_of_its_step(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_run(command, seconds):
+        ran.append(command)
+        return 2 if len(ran) == 1 else 0  # the doctor crashes; its tests still run
+    monkeypatch.setattr(campaign, "run", fake_run)
+    assert campaign.run_step("doctor", tmp_path, 60)[0] == "error (exit 2)"
+    assert len(ran) == 2
