@@ -37,3 +37,15 @@ def test_the_command_prints_a_table_and_its_exit_code_follows_the_checks(capsys,
     monkeypatch.setattr(doctor, "check_dtypes", dtypes(False))
     assert main(["doctor", "--device", "cpu"]) == 1
     assert "FAILED: dtypes" in capsys.readouterr().out
+
+
+def test_a_check_that_raises_is_a_failed_row_and_the_others_still_run(monkeypatch):
+    def check_products(device):
+        raise RuntimeError("CUDNN_STATUS_NOT_SUPPORTED")
+    monkeypatch.setattr(doctor, "check_products", check_products)
+    monkeypatch.setattr(doctor, "check_optimizer", lambda device: doctor.Check("optimizer", "ok", "", True))
+    monkeypatch.setattr(doctor, "check_dtypes", lambda device: [doctor.Check("dtypes", "0 off", "", True)])
+    rows = {row.name: row for row in doctor.run_checks("cpu")}
+    assert rows["check_products"].passed is False
+    assert "RuntimeError: CUDNN_STATUS_NOT_SUPPORTED" in rows["check_products"].value
+    assert rows["optimizer"].passed and rows["dtypes"].passed and "torch" in rows
