@@ -20,7 +20,9 @@ With benchmarks enabled, every engine measurement is also a row of
 from __future__ import annotations
 
 import datetime
+import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -67,19 +69,21 @@ def plain_loop_speed(dataset: data_mod.Dataset, model: str, model_options: dict,
     optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9)
     loader = DataLoader(HostAugmentedCifar(dataset.train, *dataset.mean_std),
                         batch_size=batch_size, shuffle=True, drop_last=True)
-    warmup, running = 3, 0.0
+    warmup, running, step = 3, 0.0, 0
     with precision(mode, device):
-        for step, (x, y) in enumerate(loader):
-            if step == warmup:
-                started = time.perf_counter()
-            x, y = x.to(device, dtype), y.to(device)
-            loss = F.cross_entropy(network(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            running += loss.item()  # the per-step host sync of every tutorial loop
-            if step == warmup + steps - 1:
-                break
+        while step < warmup + steps:  # as many epochs as the steps need
+            for x, y in loader:
+                if step == warmup:
+                    started = time.perf_counter()
+                x, y = x.to(device, dtype), y.to(device)
+                loss = F.cross_entropy(network(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                running += loss.item()  # the per-step host sync of every tutorial loop
+                step += 1
+                if step == warmup + steps:
+                    break
     return steps / (time.perf_counter() - started)
 
 
@@ -92,8 +96,17 @@ def engine_speed(dataset: data_mod.Dataset, model: str, model_options: dict, bat
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     runs = train_seeds([spec.replace(seed=s) for s in range(seeds)], dataset=dataset)
-    memory = torch.cuda.max_memory_allocated() / seeds if device == "cuda" else None
-    return seeds * runs[0].iterations_per_second, memory
+    # the memory plan may have split the seeds into smaller stacks: the peak is one stack's
+    stack = max(int(r.environment["stack"]) for r in runs)
+    memory = torch.cuda.max_memory_allocated() / stack if device == "cuda" else None
+    return seed_iterations_per_second(runs, steps), memory
+
+
+def seed_iterations_per_second(runs: list, steps: int) -> float:
+    """Seed-iterations per second of ``runs`` however the engine grouped them: the runs of
+    a stack share one wall clock (evaluation excluded), seed-by-seed runs each have their own."""
+    busy = sum((r.wall_time - r.eval_time) / int(r.environment["stack"]) for r in runs)
+    return len(runs) * steps / busy
 
 
 @pytest.fixture(scope="module")
@@ -192,12 +205,32 @@ def test_protocol_throughput(benchmark, cifar, case):
 
     def measure():
         runs = train_seeds([spec.replace(seed=s) for s in range(seeds)], dataset=cifar)
-        # a stack's runs share one wall clock; seed-by-seed runs each have their own
-        busy = sum((r.wall_time - r.eval_time) / int(r.environment["stack"]) for r in runs)
-        result["speed"] = seeds * steps / busy
+        result["speed"] = seed_iterations_per_second(runs, steps)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
     benchmark.extra_info.update(case=case, seeds=seeds, seed_iterations_per_second=result["speed"])
     if not benchmark.disabled:
         record_throughput(cifar, model, options, batch, mode, "cpu", seeds, result["speed"])
     assert result["speed"] > 0
+
+
+def test_the_plain_loop_times_every_step_it_reports(monkeypatch):
+    """Over more steps than an epoch has, the plain loop goes on into the next epoch (it
+    stopped at the epoch's end and still divided by all the steps it was asked for)."""
+    calls = []
+    cross_entropy = F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda *a, **k: calls.append(1) or cross_entropy(*a, **k))
+    tiny = data_mod.synthetic(n_train=256, n_test=64)  # 4 batches of 64 an epoch
+    plain_loop_speed(tiny, "lenet5", {}, 64, 10, "cpu", "fp32")
+    assert len(calls) == 3 + 10  # warm-up and timed steps
+
+
+def test_engine_speed_counts_every_stack_when_the_memory_plan_splits_the_seeds(monkeypatch):
+    """4 seeds trained as 2 stacks of 2, each 10 s for 100 steps: 400 seed-iterations in
+    20 s, not 4 x the first run's 10 steps a second."""
+    def runs(specs, dataset):
+        return [SimpleNamespace(wall_time=10.0, eval_time=0.0, environment={"stack": "2"},
+                                iterations_per_second=10.0) for _ in specs]
+    monkeypatch.setattr(sys.modules[__name__], "train_seeds", runs)
+    speed, memory = engine_speed(None, "lenet5", {}, 64, 100, "cpu", "fp32", 4)
+    assert speed == 400 / 20 and memory is None
