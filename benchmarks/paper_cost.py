@@ -9,10 +9,17 @@ Lab-notebook arithmetic, to be replaced by ``./dev gpu``'s measurement when a GP
 2. Forward FLOPs per sample of each network come from ``torch.utils.flop_counter`` on the
    CPU; a training step costs 3x the forward (backward ~2x), a distillation student adds
    its teacher's forward, and each evaluation a forward over the test split.
-3. FLOPs are priced at ``SUSTAINED`` of the H100 SXM datasheet's dense peak per arithmetic
-   (FP64 67, FP32 67, TF32 495, BF16/FP16 989 TFLOP/s). 15% is what cifar10-fast's own
-   record implies on a V100 (ResNet-9, 24 epochs, 79 s: ~1.5 PFLOP, 19 TFLOP/s of 125
-   fp16); small stacked CNNs may do worse, so the figures are a floor on the cost.
+3. FLOPs are priced at a sustained fraction of the H100 SXM datasheet's dense peak per
+   arithmetic (FP64 34 on the CUDA cores -- cuDNN's fp64 convolutions are not known to use
+   the FP64 tensor cores --, FP32 67, TF32 495, BF16/FP16 989 TFLOP/s). The anchor is
+   source P2's own record: cifar10-fast's ResNet-9, 24 epochs in 79 s on a V100 in fp16
+   (~1.5 PFLOP, 19 of 125 TFLOP/s), i.e. 15% for fp16/bf16 on tensor cores. The other
+   kinds are scaled from it by NVIDIA's published single-GPU ResNet-50 v1.5 training
+   throughputs (DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5,
+   pytorch-21.03 container; ``PUBLISHED``): TF32 sustains 0.76x AMP's fraction of its peak
+   (A100 80GB: 938 against 2,470 img/s), and strict FP32 on the CUDA cores 2.4x AMP's
+   (V100 16GB: 367 against 1,200 img/s). Small stacked CNNs may do worse than either
+   reference, so the figures are a floor on the cost.
 4. Small batches are launch-bound, not FLOP-bound: a run costs at least ``STEP_FLOOR``
    per step, its seeds sharing each step (a stack of ``SEEDS_PER_STACK``); a ResNet
    step replayed as one CUDA graph is ~150-300 kernels of a few microseconds each.
@@ -40,9 +47,27 @@ from cnnconv.result import RunResult
 from cnnconv.schedule import total_iterations
 from cnnconv.spec import RunSpec
 
-PEAK_TFLOPS = {"fp64": 67.0, "fp32": 67.0, "tf32": 495.0, "bf16": 989.0, "amp_bf16": 989.0,
+PEAK_TFLOPS = {"fp64": 34.0, "fp32": 67.0, "tf32": 495.0, "bf16": 989.0, "amp_bf16": 989.0,
                "amp_fp16": 989.0}
-SUSTAINED = 0.15
+# NVIDIA's ResNet-50 v1.5 training (img/s on one GPU) and the GPU's dense peak for it;
+# an image costs 3x the forward's 4.09 G multiply-adds (torchvision's figure) x 2 FLOPs.
+PUBLISHED = {"A100 TF32": (938, 156.0), "A100 AMP": (2470, 312.0),
+             "V100 FP32": (367, 15.7), "V100 AMP": (1200, 125.0)}
+RESNET50_TRAIN_FLOP = 3 * 2 * 4.09e9
+
+
+def published_fraction(run: str) -> float:
+    images, peak = PUBLISHED[run]
+    return images * RESNET50_TRAIN_FLOP / (peak * 1e12)
+
+
+FP16_TENSOR_CORES = 0.15  # cifar10-fast on a V100 (above)
+CUDA_CORES = FP16_TENSOR_CORES * published_fraction("V100 FP32") / published_fraction("V100 AMP")
+SUSTAINED = {
+    "fp64": CUDA_CORES, "fp32": CUDA_CORES,
+    "tf32": FP16_TENSOR_CORES * published_fraction("A100 TF32") / published_fraction("A100 AMP"),
+    "bf16": FP16_TENSOR_CORES, "amp_bf16": FP16_TENSOR_CORES, "amp_fp16": FP16_TENSOR_CORES,
+}
 STEP_FLOOR = 0.3e-3  # seconds per replayed stacked step
 SEEDS_PER_STACK = 8
 SIZES = {"cifar10": ((3, 32, 32), 50_000, 10_000), "fashion-mnist": ((1, 28, 28), 60_000, 10_000)}
@@ -61,7 +86,7 @@ class RunCollector:
         marker = item.get_closest_marker("claim")
         self.source = marker.kwargs.get("source", "?") if marker else "?"
 
-    def fetch(self, session: object, specs: list[RunSpec], stack: int | None = None) -> list[RunResult]:
+    def fetch(self, specs: list[RunSpec]) -> list[RunResult]:
         for spec in specs:
             self.runs.setdefault(spec.key(), (self.source, spec))
             if spec.teacher is not None:
@@ -113,7 +138,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     collector = RunCollector()
-    plugin.ClaimSession.fetch = lambda self, specs, stack=None: collector.fetch(self, specs, stack)
+    plugin.ClaimSession.fetch = lambda self, specs, stack=None, label="": collector.fetch(specs)
     torch.cuda.is_available = lambda: True  # let the gpu-marked paper tests run (nothing trains)
     with tempfile.TemporaryDirectory() as store:
         pytest.main(["claims", "--cnnconv-scale=paper", "-q", "-p", "no:cacheprovider",
@@ -124,7 +149,7 @@ def main() -> int:
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for source, spec in collector.runs.values():
         iterations, total = run_flops(spec, flops)
-        minutes = max(total / (SUSTAINED * PEAK_TFLOPS[spec.precision] * 1e12),
+        minutes = max(total / (SUSTAINED[spec.precision] * PEAK_TFLOPS[spec.precision] * 1e12),
                       iterations * STEP_FLOOR / SEEDS_PER_STACK) / 60
         groups[source][f"{spec.model} {spec.precision}"] += minutes
         row = per_source[source]
