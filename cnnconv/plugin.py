@@ -524,6 +524,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         "arms": arm_records,
         "regressions": [r.as_dict() for r in regressions],
     }
+    # plain JSON types: under xdist the record travels through execnet, which serialises
+    # only exact built-in types and refuses e.g. numpy.float64 (a float subclass)
+    record = json.loads(json.dumps(record))
     pyfuncitem.user_properties.append((RECORD, record))
     pyfuncitem.user_properties.extend(junit_properties(record))
     problems = []
