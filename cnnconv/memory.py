@@ -4,7 +4,7 @@ A stacked run holds, per seed: its weights, gradients and optimizer state; the
 activations the backward pass needs (saved by autograd in the forward pass, in
 proportion to the batch); its loader's draws for the epoch and the step's batch. On CUDA
 the captured step's memory pool keeps the step's peak for the whole run, and evaluation
-allocates beside it: it runs in chunks of the training batch size, and a forward without
+allocates beside it: it runs in chunks (``eval_chunk``), and a forward without
 grad keeps about three activations alive at a time (a layer's input, its output and a
 residual), so the plan adds three times the largest activation per sample.
 
@@ -36,6 +36,14 @@ from cnnconv.seeds import SeedStack, dropout_shapes
 HEADROOM = 0.8
 # Optimizer state tensors per parameter.
 _OPTIMIZER_STATES = {"sgd": 1, "nesterov": 1, "adam": 2}
+# Test images a CUDA evaluation runs at once, at least: in chunks of a small training batch
+# P4's batch of 2 would evaluate 10,000 images as 5,000 stacked forward passes.
+CUDA_EVAL_CHUNK = 500
+
+
+def eval_chunk(batch_size: int) -> int:
+    """Test images per forward pass of a CUDA evaluation of a run at ``batch_size``."""
+    return max(batch_size, CUDA_EVAL_CHUNK)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class SeedFootprint:
     eval_per_sample: int
     input_per_sample: int
     draws_per_sample: int
+    batch_norm_elements: int  # of the largest BatchNorm input, per sample
 
     def step_bytes(self, batch_size: int) -> int:
         """One seed's share of a training step at ``batch_size``, evaluation not counted."""
@@ -55,9 +64,9 @@ class SeedFootprint:
                                                              + self.input_per_sample)
 
     def seed_bytes(self, batch_size: int, train_size: int) -> int:
-        """One seed of a whole run: the step, an evaluation chunk of ``batch_size`` beside
+        """One seed of a whole run: the step, an evaluation chunk (``eval_chunk``) beside
         it, and the loader's draws for an epoch of ``train_size`` samples."""
-        return (self.step_bytes(batch_size) + batch_size * self.eval_per_sample
+        return (self.step_bytes(batch_size) + eval_chunk(batch_size) * self.eval_per_sample
                 + train_size * self.draws_per_sample)
 
 
@@ -101,12 +110,32 @@ def measure_footprint(models: tuple[nn.Module, nn.Module], sample: Tensor, mode:
     # (int64 each) and one bool per dropout mask element
     draws = 8 * 5 + sum(math.prod(shape) for _, shape in shapes)
     eval_per_sample = 3 * math.ceil(largest / (2 * 4))
-    return SeedFootprint(state, fixed, per_sample, eval_per_sample, input_per_sample, draws)
+    return SeedFootprint(state, fixed, per_sample, eval_per_sample, input_per_sample, draws,
+                         batch_norm_elements=_largest_batch_norm_input(models[0], sample, mode))
+
+
+def _largest_batch_norm_input(model: nn.Module, sample: Tensor, mode: PrecisionMode) -> int:
+    """Elements of the largest input a BatchNorm of ``model`` sees, per sample."""
+    sizes = [0]
+    hooks = [m.register_forward_pre_hook(lambda _, inputs: sizes.append(inputs[0][0].numel()))
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(sample[None].to(mode.param_dtype))
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return max(sizes)
 
 
 def stack_size(footprint: SeedFootprint, batch_size: int, train_size: int, free_bytes: int,
                seeds: int) -> int:
-    """How many of ``seeds`` to train at once within ``HEADROOM`` of ``free_bytes``; at
-    least 1 (a seed that does not fit is the caller's error to report)."""
+    """How many of ``seeds`` to train at once within ``HEADROOM`` of ``free_bytes``, and
+    with a stack's largest BatchNorm input under 2^31 elements: cuDNN's BatchNorm indexes
+    with 32 bits, and under vmap it gets the whole stack as one tensor (PyTorch checks that
+    limit on one seed's). At least 1 (a seed that does not fit is the caller's error)."""
     per_seed = footprint.seed_bytes(batch_size, train_size)
-    return max(1, min(seeds, int(free_bytes * HEADROOM // per_seed)))
+    indexable = (2**31 - 1) // max(1, batch_size * footprint.batch_norm_elements)
+    return max(1, min(seeds, indexable, int(free_bytes * HEADROOM // per_seed)))

@@ -44,7 +44,7 @@ CHECK_EVERY = 50
 # Test images per evaluation forward on a CPU, where memory is not planned and large
 # chunks amortise per-op overhead (ResNet-18 width 8 with CBAM, 5 seeds, three
 # evaluations of 2,000 images: 11.4 s in chunks of 64, 4.4 s in chunks of 1,000). On CUDA
-# the chunk is the training batch size, as the memory plan counts it (memory.py).
+# the chunk is ``memory.eval_chunk``, as the memory plan counts it.
 CPU_EVAL_CHUNK = 1000
 
 
@@ -322,12 +322,11 @@ class _Training:
     @torch.no_grad()
     def evaluate(self) -> list[float]:
         """Test accuracy of every seed, in eval mode, under the run's precision (one sync),
-        in chunks of the training batch size on CUDA (``memory``), ``CPU_EVAL_CHUNK``
-        on a CPU."""
+        in chunks of ``memory.eval_chunk`` images on CUDA, ``CPU_EVAL_CHUNK`` on a CPU."""
         self.stack.eval()
         mean, std = self.data.mean_std
         hits = torch.zeros(len(self.specs), dtype=torch.int64, device=self.device)
-        chunk = self.spec.batch_size if self.device.type == "cuda" else CPU_EVAL_CHUNK
+        chunk = memory.eval_chunk(self.spec.batch_size) if self.device.type == "cuda" else CPU_EVAL_CHUNK
         for x, y in data_mod.evaluation_batches(self.test, mean, std, self.device,
                                                 self.mode.param_dtype, chunk):
             hits += (self.stack(x, per_seed=False).argmax(-1) == y).sum(1)

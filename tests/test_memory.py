@@ -134,3 +134,20 @@ def test_processes_sharing_a_gpu_each_plan_within_their_share(monkeypatch):
     assert device_mod.free_memory(torch.device("cpu")) is None
     with pytest.raises(ValueError, match="processes must be >= 1"):
         device_mod.share_device(0)
+
+
+def test_a_stack_stays_within_32_bit_indexing_of_its_largest_batch_norm_input():
+    """ResNet-9's 128-channel 32x32 layer at batch 512 is 2^26 elements a seed: a stack of
+    32 would hand cuDNN's BatchNorm a tensor beyond 32-bit indexing, however much memory
+    a GPU has."""
+    fp = footprint("resnet9", "amp_bf16")
+    assert fp.batch_norm_elements == 128 * 32 * 32
+    assert memory.stack_size(fp, 512, 50_000, free_bytes=10**15, seeds=64) == 31
+    assert memory.stack_size(fp, 512, 50_000, free_bytes=10**15, seeds=25) == 25
+
+
+def test_a_small_batch_plans_the_evaluation_chunk_it_evaluates_in():
+    """At batch 2 (P4) a CUDA evaluation runs 500 images at once, not 2: the plan counts 500."""
+    fp = footprint("resnet9", "fp32", width=4)
+    assert memory.eval_chunk(2) == memory.CUDA_EVAL_CHUNK == 500 and memory.eval_chunk(512) == 512
+    assert fp.seed_bytes(2, 0) - fp.step_bytes(2) == 500 * fp.eval_per_sample
