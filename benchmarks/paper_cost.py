@@ -138,7 +138,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     collector = RunCollector()
-    plugin.ClaimSession.fetch = lambda self, specs, stack=None, label="": collector.fetch(specs)
+    plugin.ClaimSession.fetch = lambda self, specs, *args, **kwargs: collector.fetch(specs)
     torch.cuda.is_available = lambda: True  # let the gpu-marked paper tests run (nothing trains)
     with tempfile.TemporaryDirectory() as store:
         pytest.main(["claims", "--cnnconv-scale=paper", "-q", "-p", "no:cacheprovider",
