@@ -149,3 +149,26 @@ def test_a_failing_command_does_not_stop_the_rest_of_its_step(tmp_path, monkeypa
     monkeypatch.setattr(campaign, "run", fake_run)
     assert campaign.run_step("doctor", tmp_path, 60)[0] == "error (exit 2)"
     assert len(ran) == 2
+
+
+def test_a_session_stopped_by_sigint_still_writes_the_verdicts_that_finished(pytester, tmp_path):
+    """What the SIGINT before a step's limit relies on: pytest ends the session, and the
+    plugin writes the verdicts of the claims that finished."""
+    pytester.makepyfile(test_x="""
+import os, signal
+import pytest
+from cnnconv import stats
+
+@pytest.mark.claim("X-DONE")
+def test_done():
+    return stats.exact(1, True)
+
+@pytest.mark.claim("X-CUT")
+def test_cut():
+    os.kill(os.getpid(), signal.SIGINT)  # the campaign's signal, mid-claim
+    return stats.exact(1, True)
+""")
+    out = tmp_path / "verdicts.json"
+    result = pytester.runpytest_subprocess(f"--cnnconv-json={out}", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert [v["id"] for v in json.loads(out.read_text())["claims"]] == ["X-DONE"]
