@@ -7,8 +7,8 @@ the paper-scale claims by source, cheapest first after P0: ``P0``, ``P1``, ``GEM
 ``P2``, ``P4``, ``P3`` (benchmarks/paper_cost.py estimates each; README). Each step runs
 under a wall-clock limit (``--step-seconds``, default 600). Every finished run is in the
 run store at once, so a step cut off by its limit loses only the stack in flight:
-``./dev gpu --from P3`` continues where it stopped. Reports go to ``report/paper-<step>/``; the last
-thing printed is one table of every step and every verdict so far.
+``./dev gpu --from P3`` continues where it stopped. Reports go to ``report/paper-<step>/``;
+the last thing printed is one table of every step and every verdict so far.
 """
 
 from __future__ import annotations
@@ -127,8 +127,9 @@ def run_step(step: str, report: Path, seconds: float) -> tuple[str, float]:
         code = run(command, left)
         if code is None:
             return "stopped at the limit", time.perf_counter() - started
-        if code not in (0, 1) and outcome == "done":  # 1: a test failed or a claim was not
-            outcome = f"error (exit {code})"            # supported -- a result, not an error
+        if code not in (0, 1) and outcome == "done":
+            # exit 1 (a test failed, a claim was not supported) is a result, not an error
+            outcome = f"error (exit {code})"
     if outcome != "done":
         return outcome, time.perf_counter() - started
     if step == "bench":

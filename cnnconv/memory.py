@@ -36,8 +36,8 @@ from cnnconv.seeds import SeedStack, dropout_shapes
 HEADROOM = 0.8
 # Optimizer state tensors per parameter.
 _OPTIMIZER_STATES = {"sgd": 1, "nesterov": 1, "adam": 2}
-# Test images a CUDA evaluation runs at once, at least: in chunks of a small training batch
-# P4's batch of 2 would evaluate 10,000 images as 5,000 stacked forward passes.
+# The fewest test images a CUDA evaluation runs at once: in chunks of the training batch,
+# P4's batch of 2 would evaluate 10,000 images in 5,000 stacked forward passes.
 CUDA_EVAL_CHUNK = 500
 
 
