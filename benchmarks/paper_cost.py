@@ -18,8 +18,9 @@ Lab-notebook arithmetic, to be replaced by ``./dev gpu``'s measurement when a GP
    throughputs (DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5,
    pytorch-21.03 container; ``PUBLISHED``): TF32 sustains 0.76x AMP's fraction of its peak
    (A100 80GB: 938 against 2,470 img/s), and strict FP32 on the CUDA cores 2.4x AMP's
-   (V100 16GB: 367 against 1,200 img/s). Small stacked CNNs may do worse than either
-   reference, so the figures are a floor on the cost.
+   (V100 16GB: 367 against 1,200 img/s). FP64 is priced like FP32 on the CUDA cores for
+   want of a published fp64 training rate (cuDNN's fp64 convolutions may do worse). Small
+   stacked CNNs may do worse than either reference, so the figures are a floor on the cost.
 4. Small batches are launch-bound, not FLOP-bound: a run costs at least ``STEP_FLOOR``
    per step, its seeds sharing each step (a stack of ``SEEDS_PER_STACK``); a ResNet
    step replayed as one CUDA graph is ~150-300 kernels of a few microseconds each.

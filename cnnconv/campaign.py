@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,9 +45,10 @@ GRACE = 30.0  # seconds a step cut off at its limit gets to write what it finish
 # distillation teacher ~90 s; P2's ResNet-9 at batch 512 ~18 s, and P2-94 has 25 seeds.
 STACK = {"P2": 8, "P3": 1}
 # The bench step in parts, one pytest process each (``-k`` of the gpu-marked benchmarks;
-# tests/test_campaign.py checks that they select each exactly once): pytest-benchmark
-# writes its JSON when a process ends, so a bench cut off by the step's limit keeps the
-# parts it finished, and ``--from bench`` runs only the others.
+# tests/test_campaign.py checks that they select each exactly once): a part's JSON counts
+# only once its process has ended by itself (one stopped at the limit still writes the
+# cases it had finished), so a bench cut off keeps the parts it finished and ``--from
+# bench`` runs only the others.
 BENCH_PARTS = {
     "gemm": "gemm",
     "resnet18-b64-tf32": "throughput and resnet18-b64-tf32",
@@ -85,8 +87,8 @@ def commands(step: str, report: Path) -> list[list[str]]:
         return [[sys.executable, "-m", "cnnconv.cli", "doctor"],
                 _pytest("tests/test_gpu.py", "-m", "gpu", "-q")]
     if step == "bench":
-        return [_pytest("benchmarks", "-m", "gpu", "-k", selection,
-                        f"--benchmark-json={bench_part(part)}", "-q")
+        return [_pytest("benchmarks", "-m", "gpu", "-k", selection, "--benchmark-only",
+                        f"--benchmark-json={_unfinished(bench_part(part))}", "-q")
                 for part, selection in BENCH_PARTS.items() if not bench_part(part).exists()]
     out = report / f"paper-{step}"
     # not -q: the progress line of each arm shows what a long step is doing
@@ -95,18 +97,25 @@ def commands(step: str, report: Path) -> list[list[str]]:
                     f"--cnnconv-report={out / 'README.md'}", f"--cnnconv-json={out / 'verdicts.json'}")]
 
 
+def _unfinished(part: Path) -> Path:
+    """Where a bench part writes its JSON until its process has ended by itself."""
+    return part.with_suffix(".tmp")
+
+
 def run(command: list[str], seconds: float) -> int | None:
     """Run ``command`` for at most ``seconds``: its exit code, or None if it was stopped.
-    ``GRACE`` seconds before the limit it gets SIGINT, as from Ctrl-C, so that pytest
-    still writes the verdicts and report of the claims that finished (and the run store
-    keeps every finished run); only if it has not ended by the limit is it killed."""
+    ``GRACE`` seconds (a quarter of a short limit) before the limit it gets SIGINT, as from
+    Ctrl-C, so that pytest still writes the verdicts and report of the claims that
+    finished (and the run store keeps every finished run); only if it has not ended by
+    the limit is it killed."""
+    grace = min(GRACE, seconds / 4)
     process = subprocess.Popen(command, cwd=ROOT)
     try:
-        return process.wait(timeout=max(1.0, seconds - GRACE))
+        return process.wait(timeout=seconds - grace)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGINT)
         try:
-            process.wait(timeout=min(GRACE, seconds))
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -123,8 +132,15 @@ def run_step(step: str, report: Path, seconds: float) -> tuple[str, float]:
         bench_part("gemm").parent.mkdir(parents=True, exist_ok=True)
     for command in commands(step, report):
         left = seconds - (time.perf_counter() - started)
+        if left <= 1:
+            return "stopped at the limit", time.perf_counter() - started
         print(f"\n== ./dev gpu: {step}: {' '.join(command[2:])}", flush=True)
         code = run(command, left)
+        for part in BENCH_PARTS if step == "bench" else ():
+            unfinished = _unfinished(bench_part(part))
+            if unfinished.exists() and code in (0, 1):
+                unfinished.rename(bench_part(part))
+            unfinished.unlink(missing_ok=True)
         if code is None:
             return "stopped at the limit", time.perf_counter() - started
         if code not in (0, 1) and outcome == "done":
@@ -153,9 +169,7 @@ def merge_bench_parts() -> Path:
     merged = {**loaded[0], "benchmarks": [b for part in loaded for b in part["benchmarks"]]}
     results = bench_results()
     results.write_text(json.dumps(merged, indent=1))
-    for path in parts:
-        path.unlink(missing_ok=True)
-    parts[0].parent.rmdir()
+    shutil.rmtree(parts[0].parent)
     return results
 
 

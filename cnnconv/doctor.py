@@ -158,8 +158,8 @@ _PRODUCT_ULPS = {"tf32": 2**13, "amp_fp16": 2**13, "amp_bf16": 2**16}
 @contextlib.contextmanager
 def one_ulp_twin(mode: str) -> Iterator[None]:
     """Within the block, every run starts from its initial weights moved up by one unit in
-    the last place of the format its products compute in (a 1-ulp fp32 nudge would vanish
-    when tf32 or amp rounds the weights for a product): the "twin" whose distance from the
+    the last place of the format its products compute in (tf32 and amp round the weights
+    for a product, which erases most 1-ulp fp32 nudges): the "twin" whose distance from the
     run is the rounding yardstick."""
     original = train_mod._initial_model
     steps = _PRODUCT_ULPS.get(mode, 1)

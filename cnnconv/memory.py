@@ -137,5 +137,6 @@ def stack_size(footprint: SeedFootprint, batch_size: int, train_size: int, free_
     with 32 bits, and under vmap it gets the whole stack as one tensor (PyTorch checks that
     limit on one seed's). At least 1 (a seed that does not fit is the caller's error)."""
     per_seed = footprint.seed_bytes(batch_size, train_size)
-    indexable = (2**31 - 1) // max(1, batch_size * footprint.batch_norm_elements)
+    # evaluation forwards eval_chunk(batch_size) >= batch_size images at once
+    indexable = (2**31 - 1) // max(1, eval_chunk(batch_size) * footprint.batch_norm_elements)
     return max(1, min(seeds, indexable, int(free_bytes * HEADROOM // per_seed)))

@@ -311,6 +311,13 @@ class ClaimSession:
             write_report(records, self.store, report_path)
 
 
+def _number(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (json's fallback for the record)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a claim's record holds {type(value).__name__} {value!r}, not JSON")
+
+
 def record_order(record: dict[str, Any]) -> tuple[str, str, str]:
     """Claims sorted by ID, then scale, then data set."""
     return record["id"], record["scale"], record.get("dataset", "")
@@ -526,7 +533,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     }
     # plain JSON types: under xdist the record travels through execnet, which serialises
     # only exact built-in types and refuses e.g. numpy.float64 (a float subclass)
-    record = json.loads(json.dumps(record))
+    record = json.loads(json.dumps(record, default=_number))
     pyfuncitem.user_properties.append((RECORD, record))
     pyfuncitem.user_properties.extend(junit_properties(record))
     problems = []

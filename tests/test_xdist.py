@@ -43,7 +43,8 @@ def test_shared_runs(arms, n):
 def test_numpy_numbers_travel(arms):
     (arm,) = arms(trained=spec(0.05))
     decision = stats.exact(arm.n, True)  # with numpy scalars, as scipy's tests give them
-    return dataclasses.replace(decision, effect=np.float64(arm.n), p_value=np.float64(0.0))
+    return dataclasses.replace(decision, effect=np.float64(arm.n), p_value=np.float64(0.0),
+                               n=np.int64(arm.n))
 
 @pytest.mark.claim("X-KILL")
 def test_killed(arms):
