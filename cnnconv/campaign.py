@@ -136,10 +136,11 @@ def run_step(step: str, report: Path, seconds: float) -> tuple[str, float]:
             return "stopped at the limit", time.perf_counter() - started
         print(f"\n== ./dev gpu: {step}: {' '.join(command[2:])}", flush=True)
         code = run(command, left)
-        for part in BENCH_PARTS if step == "bench" else ():
-            unfinished = _unfinished(bench_part(part))
-            if unfinished.exists() and code in (0, 1):
-                unfinished.rename(bench_part(part))
+        unfinished = next((Path(a.split("=", 1)[1]) for a in command
+                           if a.startswith("--benchmark-json=")), None)
+        if unfinished is not None and unfinished.exists():  # a bench part: done if it ended
+            if code in (0, 1):                               # by itself
+                unfinished.rename(unfinished.with_suffix(".json"))
             unfinished.unlink(missing_ok=True)
         if code is None:
             return "stopped at the limit", time.perf_counter() - started

@@ -40,7 +40,7 @@ from cnnconv import train as train_mod
 from cnnconv.data import synthetic
 from cnnconv.device import environment, fast_kernels
 from cnnconv.kernels import PRODUCT_OPERANDS
-from cnnconv.precision import MODES, get_mode, precision
+from cnnconv.precision import MODES, PrecisionMode, get_mode, precision
 from cnnconv.seeds import SeedOptimizer
 from cnnconv.spec import RunSpec
 
@@ -151,8 +151,11 @@ def record_operands(precision_name: str, seeds: int,
 
 # -- the twin tolerance -------------------------------------------------------------------
 
-# Units in the last place of fp32 weights per unit of the format a mode's products see.
-_PRODUCT_ULPS = {"tf32": 2**13, "amp_fp16": 2**13, "amp_bf16": 2**16}
+def _product_ulps(mode: PrecisionMode) -> int:
+    """Units in the last place of the mode's weights per unit of the format its products
+    see: 2^13 in tf32 and amp_fp16 (10 mantissa bits of fp32's 23), 2^16 in amp_bf16."""
+    products = 2.0**-10 if mode.tf32 else torch.finfo(mode.autocast_dtype or mode.param_dtype).eps
+    return round(products / torch.finfo(mode.param_dtype).eps)
 
 
 @contextlib.contextmanager
@@ -162,7 +165,7 @@ def one_ulp_twin(mode: str) -> Iterator[None]:
     for a product, which erases most 1-ulp fp32 nudges): the "twin" whose distance from the
     run is the rounding yardstick."""
     original = train_mod._initial_model
-    steps = _PRODUCT_ULPS.get(mode, 1)
+    steps = _product_ulps(get_mode(mode))
 
     def nudged(spec, data, device):
         model = original(spec, data, device)
