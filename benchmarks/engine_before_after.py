@@ -42,12 +42,17 @@ MEASURE = """
 import json, sys, torch
 from pathlib import Path
 sys.path.insert(0, ".")
-from cnnconv import data
-from cnnconv.spec import RunSpec
-from cnnconv.train import train_seeds
+try:  # the package in subpackages (since issue #22)
+    from cnnconv.engine.datasets import load_cifar10
+    from cnnconv.engine.spec import RunSpec
+    from cnnconv.engine.train import train_seeds
+except ImportError:  # an older revision's flat package
+    from cnnconv.data import load_cifar10
+    from cnnconv.spec import RunSpec
+    from cnnconv.train import train_seeds
 model, options, batch, precision, seeds, steps, root = json.loads(sys.argv[1])
 torch.set_num_threads(int(sys.argv[2]))
-dataset = data.load_cifar10(Path(root))
+dataset = load_cifar10(Path(root))
 spec = RunSpec(model=model, model_options=options, dataset="cifar10", precision=precision,
                batch_size=batch, iterations=steps, test_subset=batch)
 runs = train_seeds([spec.replace(seed=s) for s in range(seeds)], dataset=dataset)

@@ -42,11 +42,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnconv import plugin
-from cnnconv.models import build_model
-from cnnconv.result import RunResult
-from cnnconv.schedule import total_iterations
-from cnnconv.spec import RunSpec
+from cnnconv.engine.models import build_model
+from cnnconv.engine.result import RunResult
+from cnnconv.engine.schedule import total_iterations
+from cnnconv.engine.spec import RunSpec
+from cnnconv.harness.training import Training
 
 PEAK_TFLOPS = {"fp64": 34.0, "fp32": 67.0, "tf32": 495.0, "bf16": 989.0, "amp_bf16": 989.0,
                "amp_fp16": 989.0}
@@ -139,7 +139,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     collector = RunCollector()
-    plugin.ClaimSession.fetch = lambda self, specs, *args, **kwargs: collector.fetch(specs)
+    Training.fetch = lambda self, specs, *args, **kwargs: collector.fetch(specs)
     torch.cuda.is_available = lambda: True  # let the gpu-marked paper tests run (nothing trains)
     with tempfile.TemporaryDirectory() as store:
         pytest.main(["claims", "--cnnconv-scale=paper", "-q", "-p", "no:cacheprovider",

@@ -15,9 +15,9 @@ from itertools import pairwise
 
 import pytest
 
-from cnnconv import data as data_mod
-from cnnconv.spec import RunSpec
-from cnnconv.train import train
+from cnnconv.engine import datasets as data_mod
+from cnnconv.engine.spec import RunSpec
+from cnnconv.engine.train import train
 
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 SUBSET = {"cpu": 2560, "cuda": None}

@@ -15,8 +15,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnconv.gemm import DTYPES, PEAKS, SIZES, gpu_model, operands, product, tflops
-from cnnconv.precision import precision
+from cnnconv.engine.precision import precision
+from cnnconv.tools.gemm import DTYPES, PEAKS, SIZES, gpu_model, operands, product, tflops
 
 
 @pytest.mark.gpu

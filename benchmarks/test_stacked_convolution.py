@@ -1,7 +1,7 @@
 """A stack's convolution on a CPU: oneDNN's grouped kernel (what vmap makes of N seeds'
 convolutions) against the N plain convolutions of the seeds, forward and backward.
 
-``cnnconv.kernels`` computes a stacked convolution seed by seed when its groups hold
+``cnnconv.engine.kernels`` computes a stacked convolution seed by seed when its groups hold
 fewer than ``THIN`` input channels; this is the measurement behind that rule, over the
 convolutions of the project's models (first layers with 3 channels in, then 4, 6, 8 and
 more), batch 64, at the cpu scale's stack sizes. ``extra_info`` holds both times and
@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 
-from cnnconv.kernels import THIN
+from cnnconv.engine.kernels import THIN
 
 BATCH = 64
 # (name, input channels per seed, output channels, image side, kernel, stride, padding)

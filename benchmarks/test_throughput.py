@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -29,15 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from cnnconv import data as data_mod
-from cnnconv.device import device_name
-from cnnconv.models import build_model
-from cnnconv.plan import ThroughputTable, step_flops
-from cnnconv.precision import get_mode, precision
-from cnnconv.spec import RunSpec
-from cnnconv.train import train_seeds
+from cnnconv.engine import datasets as data_mod
+from cnnconv.engine.device import device_name
+from cnnconv.engine.models import build_model
+from cnnconv.engine.precision import get_mode, precision
+from cnnconv.engine.spec import RunSpec
+from cnnconv.engine.train import train_seeds
+from cnnconv.harness.flops import step_flops
+from cnnconv.harness.throughput import ThroughputTable
 
 STEPS = {"cpu": 40, "cuda": 300}
+# The table `pytest claims --cnnconv-plan` prices runs with (its default, from this checkout).
+TABLE = Path(__file__).resolve().parent / "results" / "throughput.json"
 
 
 class HostAugmentedCifar(Dataset):
@@ -164,7 +168,7 @@ def record_throughput(dataset: data_mod.Dataset, model: str, options: dict, batc
     spec = RunSpec(model=model, model_options=options, precision=mode, batch_size=batch,
                    iterations=1)
     flops = step_flops(spec, dataset.shape, len(dataset.classes))
-    ThroughputTable.load().record({
+    ThroughputTable.load(TABLE).record({
         "device": device_name(torch.device(device)), "precision": mode, "model": model,
         "model_options": options, "batch_size": batch, "seeds": seeds,
         "seed_iterations_per_second": round(speed, 2), "step_flops": flops,

@@ -10,12 +10,15 @@ depend on scale are stated here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
-from cnnconv.claims import Scale
-from cnnconv.spec import RunSpec
+from cnnconv import stats
+from cnnconv.engine.spec import RunSpec
+from cnnconv.harness.arms import Arm
+from cnnconv.harness.scales import Scale
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,22 @@ class P0Protocol:
     def windows(self) -> dict[str, tuple[int, int]]:
         return {"early": self.early, "mid": self.mid, "late": self.late}
 
+    def in_every_window(self, decide: Callable[..., stats.Decision], a: Arm, b: Arm,
+                        windows: dict[str, tuple[int, int]] | None = None,
+                        **options: object) -> stats.Decision:
+        """``decide`` (``stats.less``, ``stats.equivalent`` ...) of the two arms' mean loss
+        in each window (default: early, mid and late), holding in all of them."""
+        return stats.all_of([
+            decide(a.window_mean(*w), b.window_mean(*w), label=f"{name} {w}", **options)
+            for name, w in (windows or self.windows).items()
+        ])
 
-def p0_protocol(scale: Scale, dataset: str = "cifar10") -> P0Protocol:
+
+def p0_protocol(scale: Scale, dataset: str = "cifar10", factor: int | None = None,
+                width: int | None = None) -> P0Protocol:
+    """Source P0's protocol at ``scale``: its runs ``factor`` times shorter than the
+    source's (default: 20 at cpu scale, else 1) on a ResNet-18 of ``width`` (default: 64
+    at paper scale, else 8), every window scaled alike."""
     # Windows from the source (iterations): 200-1500, 1500-3000, 3000-5000, 5000-8000, and
     # the first 1000. The cpu scale divides every count by 20 (the base run is 400
     # iterations of batch 64, half an epoch), which keeps P0 within minutes on 2 cores;
@@ -63,8 +80,8 @@ def p0_protocol(scale: Scale, dataset: str = "cifar10") -> P0Protocol:
     # P0's claims read the training loss only; the final test accuracy (kept for the
     # report and the baselines) is measured on the first 2,000 test images off paper
     # scale: on all 10,000 it took 26 of an fp64 seed's 41 s at cpu scale.
-    factor = 20 if scale.name == "cpu" else 1
-    width = 64 if scale.is_paper else 8
+    factor = factor or (20 if scale.name == "cpu" else 1)
+    width = width or (64 if scale.is_paper else 8)
     base = RunSpec(
         model="resnet18", model_options={"width": width}, dataset=dataset,
         test_subset=None if scale.is_paper else 2000,

@@ -1,7 +1,7 @@
 """GEMM-DTYPE, the hardware basis of P0's precision section (its refs [14][15]): on
 tensor-core GPUs, TF32 and BF16 matrix products are far faster than FP32 and FP64.
 
-Ten timings of an 8192^3 product per dtype (cnnconv.gemm; CUDA events after a warm-up)
+Ten timings of an 8192^3 product per dtype (cnnconv.tools.gemm; CUDA events after a warm-up)
 are compared on the log scale, so "k times faster" is a margin of log k. The factors
 are a conservative reading of the datasheet (H100 SXM: FP32 67, TF32 495, BF16 989
 TFLOP/s dense, i.e. 7.4x and 14.8x): TF32 at least 4x FP32, BF16 at least 8x FP32 and
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cnnconv import stats
-from cnnconv.gemm import tflops
+from cnnconv.tools.gemm import tflops
 
 SIZE, TIMINGS = 8192, 10
 FACTORS = {("tf32", "fp32"): 4, ("bf16", "fp32"): 8, ("bf16", "fp64"): 8}

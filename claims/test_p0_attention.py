@@ -7,7 +7,7 @@ branch: in layer1's two blocks, or in all eight blocks.
 import pytest
 
 from cnnconv import stats
-from cnnconv.models import build_model, count_parameters
+from cnnconv.engine.models import build_model, count_parameters
 
 SMALL_CHANGE = 0.03  # the source: "the optimisation of the loss is within 3%"
 
@@ -17,10 +17,7 @@ PAPER_COUNTS = {"none": 11_181_642, "layer1": 11_690_634, "all": 11_776_944}
 def cbam_lowers_the_loss(arms, p0, alpha, windows):
     """CBAM in every block has a lower mean loss than the plain network in each window."""
     cbam, plain = arms(cbam_all=p0.cbam("all"), plain=p0.run())
-    return stats.all_of([
-        stats.less(cbam.window_mean(*w), plain.window_mean(*w), alpha=alpha, label=f"{name} {w}")
-        for name, w in windows.items()
-    ])
+    return p0.in_every_window(stats.less, cbam, plain, windows, alpha=alpha)
 
 
 @pytest.mark.xfail_at_scale(
@@ -45,11 +42,8 @@ def cbam_lowers_the_loss(arms, p0, alpha, windows):
 def test_cbam_in_layer1_changes_little(arms, p0, alpha):
     cbam, plain = arms(cbam_layer1=p0.cbam("layer1", iterations=p0.equal_iterations),
                        plain=p0.run())
-    return stats.all_of([
-        stats.equivalent(cbam.window_mean(*w), plain.window_mean(*w), margin=SMALL_CHANGE,
-                         relative=True, alpha=alpha, label=f"{name} {w}")
-        for name, w in p0.windows.items()
-    ])
+    return p0.in_every_window(stats.equivalent, cbam, plain, margin=SMALL_CHANGE, relative=True,
+                              alpha=alpha)
 
 
 @pytest.mark.claim(

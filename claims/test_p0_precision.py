@@ -1,7 +1,7 @@
 """Source P0, section 2.1: how numeric precision changes convergence (Fig. 2).
 
 Arms: fp64, tf32 and pure bf16, batch 64, no CBAM. On a CPU, tf32 is emulated bit-exactly
-(cnnconv.precision); fp64 and bf16 are native.
+(cnnconv.engine.precision); fp64 and bf16 are native.
 """
 
 import pytest
@@ -33,11 +33,8 @@ SAME_RATE = 0.03
 def test_tf32_and_fp64_converge_at_about_the_same_rate(arms, p0, alpha):
     fp64, tf32 = arms(fp64=p0.run(precision="fp64", iterations=p0.equal_iterations),
                       tf32=p0.run())
-    return stats.all_of([
-        stats.equivalent(fp64.window_mean(*w), tf32.window_mean(*w), margin=SAME_RATE,
-                         relative=True, alpha=alpha, label=f"{name} {w}")
-        for name, w in p0.windows.items()
-    ])
+    return p0.in_every_window(stats.equivalent, fp64, tf32, margin=SAME_RATE, relative=True,
+                              alpha=alpha)
 
 
 @pytest.mark.xfail_at_scale(

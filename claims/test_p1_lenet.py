@@ -23,6 +23,13 @@ def accuracy_in_epoch(arm, p1, epoch):
     return arm.train_accuracy(*p1.epoch_window(arm.spec, epoch))
 
 
+def accuracy_peaks_inside_the_batch_sweep(arms, p1, epoch, alpha):
+    """Training accuracy in ``epoch`` is highest at an interior batch size."""
+    sweep = batch_sweep(arms, p1)
+    return stats.interior_maximum([accuracy_in_epoch(a, p1, epoch) for a in sweep],
+                                  labels=[a.label for a in sweep], alpha=alpha)
+
+
 @pytest.mark.xfail_at_scale(
     "cpu", reason=(
         'measured (5 seeds, engine 3): after 8 epochs on 2,500 images accuracy falls '
@@ -38,9 +45,7 @@ def accuracy_in_epoch(arm, p1, epoch):
     paper="Chart 1, after 500 epochs: an interior maximum near batch 64",
 )
 def test_accuracy_is_an_inverted_u_in_batch_size(arms, p1, alpha):
-    sweep = batch_sweep(arms, p1)
-    return stats.interior_maximum([accuracy_in_epoch(a, p1, p1.epochs) for a in sweep],
-                                  labels=[a.label for a in sweep], alpha=alpha)
+    return accuracy_peaks_inside_the_batch_sweep(arms, p1, p1.epochs, alpha)
 
 
 @pytest.mark.xfail_at_scale(
@@ -55,10 +60,7 @@ def test_accuracy_is_an_inverted_u_in_batch_size(arms, p1, alpha):
     paper="Chart 1: the early part of the curves orders the same way",
 )
 def test_early_convergence_is_an_inverted_u_in_batch_size(arms, p1, alpha):
-    sweep = batch_sweep(arms, p1)
-    early = max(1, p1.epochs // 4)
-    return stats.interior_maximum([accuracy_in_epoch(a, p1, early) for a in sweep],
-                                  labels=[a.label for a in sweep], alpha=alpha)
+    return accuracy_peaks_inside_the_batch_sweep(arms, p1, max(1, p1.epochs // 4), alpha)
 
 
 @pytest.mark.xfail_at_scale(

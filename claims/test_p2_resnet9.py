@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnnconv import stats
-from cnnconv.models import LADDER_STEPS
+from cnnconv.engine.models import LADDER_STEPS
 
 PAPER_SEEDS = 25
 # "About 0.15%" read as within a factor 1.5 either way: 25 seeds measure a std to about

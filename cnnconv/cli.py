@@ -9,17 +9,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cnnconv import data as data_mod
-from cnnconv.claims import SCALES
-from cnnconv.models import MODELS, build_model, count_parameters
-from cnnconv.precision import MODES
-from cnnconv.progress import ProgressLine, StreamDisplay
-from cnnconv.result import RunResult
-from cnnconv.schedule import SCHEDULES
-from cnnconv.seeds import OPTIMIZERS
-from cnnconv.spec import RunSpec
-from cnnconv.store import RunStore, default_store_dir
-from cnnconv.train import train_seeds
+import pytest
+import torch
+
+from cnnconv.engine import datasets
+from cnnconv.engine.loader import AUGMENTATIONS
+from cnnconv.engine.models import MODELS, build_model, count_parameters
+from cnnconv.engine.optimizer import OPTIMIZERS
+from cnnconv.engine.precision import MODES
+from cnnconv.engine.result import RunResult
+from cnnconv.engine.spec import SCHEDULES, RunSpec
+from cnnconv.engine.train import train_seeds
+from cnnconv.harness.paths import default_store_dir
+from cnnconv.harness.progress import ProgressLine, StreamDisplay
+from cnnconv.harness.scales import SCALES
+from cnnconv.harness.store import RunStore
+from cnnconv.tools import doctor
 
 
 def _model_option(text: str) -> tuple[str, object]:
@@ -40,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="resnet18", choices=sorted(MODELS))
     run.add_argument("--model-option", "-O", action="append", type=_model_option, default=[],
                      metavar="NAME=VALUE", help="e.g. -O width=16 -O cbam=layer1")
-    run.add_argument("--dataset", default="cifar10", choices=data_mod.DATASETS)
+    run.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS)
     run.add_argument("--precision", default="tf32", choices=list(MODES))
     run.add_argument("--batch-size", type=int, default=64)
     length = run.add_mutually_exclusive_group()
@@ -54,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup", type=float, default=0.0, help="fraction of the run")
     run.add_argument("--label-smoothing", type=float, default=0.0)
     run.add_argument("--mixup-alpha", type=float, default=0.0)
-    run.add_argument("--augment", default="crop_flip", choices=list(data_mod.AUGMENTATIONS))
+    run.add_argument("--augment", default="crop_flip", choices=list(AUGMENTATIONS))
     run.add_argument("--train-subset", type=int)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--seeds", type=int, default=1,
@@ -88,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     claims.add_argument("--scale", default="cpu", choices=list(SCALES))
     claims.add_argument("--report", type=Path, default=Path("report"))
+    claims.add_argument("--claims", type=Path, default=Path("claims"),
+                        help="the folder of claim tests (default: claims/ here)")
     return parser
 
 
@@ -162,16 +169,16 @@ def _models() -> int:
 
 def _data(args: argparse.Namespace) -> int:
     if args.action == "fetch":
-        fetch = data_mod.fetch_cifar10 if args.name == "cifar10" else data_mod.fetch_fashion_mnist
+        fetch = datasets.fetch_cifar10 if args.name == "cifar10" else datasets.fetch_fashion_mnist
         print(f"fetched {fetch()}")
         return 0
     print("searched, in order: " + ", ".join(
-        f"{how}={path}" for how, path in data_mod.candidate_dirs(args.data_dir)))
-    for name, finder in (("cifar10", data_mod.find_cifar10),
-                         ("fashion-mnist", data_mod.find_fashion_mnist)):
+        f"{how}={path}" for how, path in datasets.candidate_dirs(args.data_dir)))
+    for name, finder in (("cifar10", datasets.find_cifar10),
+                         ("fashion-mnist", datasets.find_fashion_mnist)):
         try:
             print(f"{name:<14} {finder(args.data_dir)}")
-        except data_mod.DataError as error:
+        except datasets.DataError as error:
             print(f"{name:<14} not found: {error}")
     print(f"{'synthetic':<14} built in (unit tests only)")
     return 0
@@ -195,10 +202,6 @@ def _store(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     """Print the self-check's table row by row; exit 1 if a check failed."""
-    import torch
-
-    from cnnconv import doctor
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if torch.device(device).type == "cpu":
         print("cnnconv doctor: no CUDA GPU here (torch.cuda.is_available() is False): running "
@@ -212,12 +215,12 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _claims(args: argparse.Namespace, pytest_args_extra: list[str]) -> int:
-    import pytest
-
+    if not args.claims.is_dir():
+        print(f"cnnconv claims: no folder of claim tests at {args.claims}; run it from a "
+              "checkout of cnnconv, or name the folder with --claims DIR", file=sys.stderr)
+        return 2
     args.report.mkdir(parents=True, exist_ok=True)
-    here = Path(__file__).resolve().parent.parent / "claims"
-    target = here if here.is_dir() else Path("claims")
-    pytest_args = [str(target), f"--cnnconv-scale={args.scale}",
+    pytest_args = [str(args.claims), f"--cnnconv-scale={args.scale}",
                    f"--cnnconv-report={args.report / 'README.md'}",
                    f"--cnnconv-json={args.report / 'verdicts.json'}", *pytest_args_extra]
     code = pytest.main(pytest_args)
@@ -242,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "store":
             return _store(args)
         return _claims(args, extra)
-    except (ValueError, data_mod.DataError, RuntimeError) as error:
+    except (ValueError, datasets.DataError, RuntimeError) as error:
         print(f"cnnconv: error: {error}", file=sys.stderr)
         return 2
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch._dynamo  # see below
 
-from cnnconv import data
+from cnnconv.engine import datasets as data
 
 # pytester's in-process sessions (tests/test_plugin.py) drop the modules first imported
 # inside them. Counting FLOPs (--cnnconv-plan) imports torch._dynamo, which registers
@@ -47,6 +47,23 @@ def cifar_dir() -> Path:
     if found is None:
         pytest.skip("full CIFAR-10 not found: set CNNCONV_DATA to a directory holding "
                     "cifar-10-batches-py/ (`cnnconv data fetch cifar10` downloads it)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def claim_sources() -> list[str]:
+    """The source each of this project's claim tests names in its marker (collected from
+    claims/, not run)."""
+    from cnnconv.harness.markers import source_of
+
+    found: list[str] = []
+
+    class Collector:
+        def pytest_collection_finish(self, session: pytest.Session) -> None:
+            found.extend(source_of(item) for item in session.items)
+    pytest.main([str(Path(__file__).resolve().parent.parent / "claims"), "--collect-only", "-q",
+                 "-p", "no:cacheprovider", "--cnnconv-scale=paper"], plugins=[Collector()])
+    assert found, "collected no claim from claims/"
     return found
 
 

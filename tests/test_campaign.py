@@ -1,4 +1,4 @@
-"""``./dev gpu`` (cnnconv.campaign) on a CPU: its steps, their order and commands, what it
+"""``./dev gpu`` (cnnconv.tools.campaign) on a CPU: its steps, their order and commands, what it
 says without a GPU, and how a step cut off at its time limit stops the campaign with the
 command that continues it."""
 
@@ -9,29 +9,40 @@ from pathlib import Path
 
 import pytest
 
-from cnnconv import campaign
+from cnnconv.tools import campaign
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_claim_file_belongs_to_exactly_one_step():
-    files = sorted(p.relative_to(campaign.ROOT).as_posix()
-                   for p in (campaign.ROOT / "claims").glob("test_*.py"))
-    assert sorted(f for group in campaign.CLAIM_FILES.values() for f in group) == files
+def test_every_source_of_the_claims_is_a_step(claim_sources):
+    """The steps select claims by the source their markers name: none is left out."""
+    assert set(claim_sources) == set(campaign.SOURCES)
     assert campaign.STEPS[:3] == ["doctor", "bench", "P0"]
 
 
 def test_claim_steps_run_at_paper_scale_and_report_per_source(tmp_path):
-    (command,) = campaign.commands("P2", tmp_path)
-    assert "claims/test_p2_resnet9.py" in command and "--cnnconv-scale=paper" in command
+    places = campaign.Places(report=tmp_path)
+    (command,) = campaign.commands("P2", places)
+    assert "claims" in command and "--cnnconv-source=P2" in command
+    assert "--cnnconv-scale=paper" in command
     assert f"--cnnconv-json={tmp_path / 'paper-P2' / 'verdicts.json'}" in command
     # no computation may outlast a step: P3's longest runs train one seed at a time
-    assert "--cnnconv-stack=1" in campaign.commands("P3", tmp_path)[0]
-    assert not any(a.startswith("--cnnconv-stack") for a in campaign.commands("P0", tmp_path)[0])
-    bench = campaign.commands("bench", tmp_path)
+    assert "--cnnconv-stack=1" in campaign.commands("P3", places)[0]
+    assert not any(a.startswith("--cnnconv-stack") for a in campaign.commands("P0", places)[0])
+    bench = campaign.commands("bench", places)
     assert len(bench) == len(campaign.BENCH_PARTS)
     # each part writes beside its final name until its process has ended by itself
     assert [next(a for a in command if a.startswith("--benchmark-json=")) for command in bench] \
-        == [f"--benchmark-json={campaign.bench_part(p).with_suffix('.tmp')}"
+        == [f"--benchmark-json={campaign.bench_part(places.benchmarks, p).with_suffix('.tmp')}"
             for p in campaign.BENCH_PARTS]
+
+
+def test_the_folders_are_options_and_a_missing_tests_folder_drops_only_its_command(tmp_path):
+    places = campaign.Places(claims=tmp_path / "c", benchmarks=tmp_path / "b",
+                             tests=tmp_path / "no-tests", report=tmp_path / "r")
+    assert campaign.commands("doctor", places) == [[sys.executable, "-m", "cnnconv.cli", "doctor"]]
+    assert str(tmp_path / "c") in campaign.commands("P0", places)[0]
+    assert all(str(tmp_path / "b") in command for command in campaign.commands("bench", places))
 
 
 def _collected(*args: str) -> list[str]:
@@ -42,12 +53,12 @@ def _collected(*args: str) -> list[str]:
         def pytest_collection_finish(self, session):
             ids.extend(item.nodeid for item in session.items)
     pytest.main(["benchmarks", "-m", "gpu", "--collect-only", "-q", "-p", "no:cacheprovider",
-                 f"--rootdir={campaign.ROOT}", *args], plugins=[Collector()])
+                 f"--rootdir={ROOT}", *args], plugins=[Collector()])
     return ids
 
 
 def test_the_bench_parts_select_every_gpu_benchmark_of_the_bench_once(monkeypatch):
-    monkeypatch.chdir(campaign.ROOT)
+    monkeypatch.chdir(ROOT)
     parts = [_collected("-k", selection) for selection in campaign.BENCH_PARTS.values()]
     assert all(parts)
     every = [node for part in parts for node in part]
@@ -56,7 +67,7 @@ def test_the_bench_parts_select_every_gpu_benchmark_of_the_bench_once(monkeypatc
 
 
 def test_a_bench_cut_off_resumes_with_the_parts_it_had_not_finished(tmp_path, monkeypatch):
-    monkeypatch.setattr(campaign, "bench_results", lambda: tmp_path / "test-gpu-today.json")
+    monkeypatch.setattr(campaign, "bench_results", lambda benchmarks: tmp_path / "test-gpu-today.json")
     monkeypatch.setattr(campaign, "gpu_slug", lambda: "test-gpu")
     ran = []
 
@@ -72,10 +83,11 @@ def test_a_bench_cut_off_resumes_with_the_parts_it_had_not_finished(tmp_path, mo
         return 0
     monkeypatch.setattr(campaign, "run", fake_run)
     parts = list(campaign.BENCH_PARTS)
-    assert campaign.run_step("bench", tmp_path, 60)[0] == "stopped at the limit"
+    places = campaign.Places(report=tmp_path)
+    assert campaign.run_step("bench", places, 60)[0] == "stopped at the limit"
     assert ran == parts[:3] and not (tmp_path / "test-gpu-today.json").exists()
     ran.clear()
-    assert campaign.run_step("bench", tmp_path, 60)[0] == "done"
+    assert campaign.run_step("bench", places, 60)[0] == "done"
     assert ran == parts[2:]  # the finished parts are not run again
     merged = json.loads((tmp_path / "test-gpu-today.json").read_text())
     assert merged["machine_info"] == {"node": "gpu"}
@@ -85,10 +97,10 @@ def test_a_bench_cut_off_resumes_with_the_parts_it_had_not_finished(tmp_path, mo
 
 def test_a_bench_part_that_wrote_nothing_is_an_error_naming_the_rerun(tmp_path, monkeypatch,
                                                                       capsys):
-    monkeypatch.setattr(campaign, "bench_results", lambda: tmp_path / "test-gpu-today.json")
+    monkeypatch.setattr(campaign, "bench_results", lambda benchmarks: tmp_path / "test-gpu-today.json")
     monkeypatch.setattr(campaign, "gpu_slug", lambda: "test-gpu")
     monkeypatch.setattr(campaign, "run", lambda command, seconds: 1)
-    assert campaign.run_step("bench", tmp_path, 60)[0] == "error (no bench JSON)"
+    assert campaign.run_step("bench", campaign.Places(report=tmp_path), 60)[0] == "error (no bench JSON)"
     assert "wrote no JSON" in capsys.readouterr().err
 
 
@@ -106,7 +118,7 @@ def test_a_step_cut_off_at_its_limit_stops_with_the_command_that_continues(tmp_p
 
     def fake_run(command, seconds):
         ran.append(command)
-        if "claims/test_p3_tricks.py" in command:
+        if "--cnnconv-source=P3" in command:
             return None
         return 0
     monkeypatch.setattr(campaign, "run", fake_run)
@@ -124,7 +136,8 @@ def test_a_step_cut_off_at_its_limit_stops_with_the_command_that_continues(tmp_p
 
 @pytest.mark.parametrize("step", campaign.STEPS)
 def test_every_step_has_commands(step, tmp_path):
-    assert all(isinstance(c, list) and c for c in campaign.commands(step, Path(tmp_path)))
+    commands = campaign.commands(step, campaign.Places(report=tmp_path))
+    assert commands and all(isinstance(c, list) and c for c in commands)
 
 
 def test_a_command_at_its_limit_gets_sigint_first_to_write_what_it_finished(tmp_path, monkeypatch):
@@ -150,7 +163,7 @@ def test_a_failing_command_does_not_stop_the_rest_of_its_step(tmp_path, monkeypa
         ran.append(command)
         return 2 if len(ran) == 1 else 0  # the doctor crashes; its tests still run
     monkeypatch.setattr(campaign, "run", fake_run)
-    assert campaign.run_step("doctor", tmp_path, 60)[0] == "error (exit 2)"
+    assert campaign.run_step("doctor", campaign.Places(report=tmp_path), 60)[0] == "error (exit 2)"
     assert len(ran) == 2
 
 

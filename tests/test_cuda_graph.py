@@ -13,8 +13,8 @@ import contextlib
 import pytest
 import torch
 
-from cnnconv import cuda_graph
-from cnnconv.cuda_graph import StepGraph
+from cnnconv.engine import cuda_graph
+from cnnconv.engine.cuda_graph import StepGraph
 
 
 class FakeStream:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnnconv import data
-from cnnconv.data import DataError, DeviceLoader
+from cnnconv.engine import datasets as data
+from cnnconv.engine.datasets import DataError
+from cnnconv.engine.loader import DeviceLoader
 
 
 def test_exact_pixel_subset_loads_with_short_batches(mini_cifar_dir):
@@ -192,7 +193,7 @@ def test_fashion_mnist_is_fetched_and_checked_against_its_published_md5(tmp_path
     import hashlib
     import urllib.request
 
-    from cnnconv import data as data_mod
+    from cnnconv.engine import datasets as data_mod
 
     def fake_download(url, path):
         Path(path).write_bytes(url.encode())

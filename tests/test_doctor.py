@@ -3,8 +3,8 @@ check makes the command fail."""
 
 import pytest
 
-from cnnconv import doctor
 from cnnconv.cli import main
+from cnnconv.tools import doctor
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ the eager step or reuses a draw, stacked seeds that interact, memory beyond the 
 import pytest
 import torch
 
-from cnnconv import doctor
+from cnnconv.tools import doctor
 
 pytestmark = pytest.mark.gpu
 
@@ -17,8 +17,8 @@ def _assert_passed(rows):
 
 
 def test_a_run_records_its_device_index_and_versions(tiny):
-    from cnnconv.spec import RunSpec
-    from cnnconv.train import train
+    from cnnconv.engine.spec import RunSpec
+    from cnnconv.engine.train import train
 
     run = train(RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
                         iterations=5, device="cuda:0"), dataset=tiny)

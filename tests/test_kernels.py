@@ -1,4 +1,4 @@
-"""The product rules of ``cnnconv.kernels``: what a stacked thin convolution computes, seed
+"""The product rules of ``cnnconv.engine.kernels``: what a stacked thin convolution computes, seed
 by seed, forward and backward; which convolutions are split; TF32 rounding on top; and
 that nothing stays registered after a block exits.
 
@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnconv import kernels
-from cnnconv.kernels import SPLIT_MACS, THIN, product_rules
-from cnnconv.models import build_model
-from cnnconv.precision import round_to_tf32
+from cnnconv.engine import kernels
+from cnnconv.engine.kernels import SPLIT_MACS, THIN, product_rules
+from cnnconv.engine.models import build_model
+from cnnconv.engine.precision import round_to_tf32
 
 SEEDS = 3
 

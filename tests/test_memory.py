@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cnnconv.train as train_mod
-from cnnconv import memory
-from cnnconv.models import build_model
-from cnnconv.precision import get_mode
-from cnnconv.seeds import SeedStack
-from cnnconv.spec import RunSpec
-from cnnconv.train import train_seeds
+import cnnconv.engine.train as train_mod
+from cnnconv.engine import memory
+from cnnconv.engine.models import build_model
+from cnnconv.engine.precision import get_mode
+from cnnconv.engine.spec import RunSpec
+from cnnconv.engine.stacking import SeedStack
+from cnnconv.engine.train import train_seeds
 
 GB = 1e9
 
@@ -82,8 +82,8 @@ def _specs(seeds):
 
 def test_seeds_that_do_not_fit_train_in_smaller_stacks_with_the_same_results(tiny, monkeypatch):
     whole = train_seeds(_specs(5), dataset=tiny, vectorise=True)
-    fp = train_mod._footprint("resnet18", _specs(1)[0].model_options, "fp64", "sgd",
-                              tiny.shape, len(tiny.classes))
+    fp = memory.seed_footprint("resnet18", _specs(1)[0].model_options, "fp64", "sgd",
+                               tiny.shape, len(tiny.classes))
     budget = int(2.5 * fp.seed_bytes(16, len(tiny.train)) / memory.HEADROOM)
     monkeypatch.setattr(train_mod, "free_memory", lambda device: budget)
     split = train_seeds(_specs(5), dataset=tiny, vectorise=True)
@@ -120,7 +120,7 @@ def test_processes_sharing_a_gpu_each_plan_within_their_share(monkeypatch):
     """Free memory on an 80 GB card with 70 GB free, this process holding 6 GB of which 4
     are in use: alone it may plan 72 GB; one of two sharers (xdist workers on one GPU)
     40 - 4 = 36, so two workers starting together cannot both plan the whole card."""
-    import cnnconv.device as device_mod
+    import cnnconv.engine.device as device_mod
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(70 * GB), int(80 * GB)))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: int(6 * GB))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: int(4 * GB))

@@ -1,14 +1,7 @@
 import pytest
 import torch
 
-from cnnconv.models import (
-    CBAM_PLACEMENTS,
-    LADDER_STEPS,
-    MODELS,
-    ResNet,
-    build_model,
-    count_parameters,
-)
+from cnnconv.engine.models import CBAM_PLACEMENTS, LADDER_STEPS, MODELS, ResNet, build_model, count_parameters
 
 # torchvision's resnet18 module names, stage by stage (what its state dict is keyed by).
 TORCHVISION_PREFIXES = ["conv1", "bn1", "fc"] + [

@@ -6,17 +6,19 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnconv import data
-from cnnconv.device import device_name
-from cnnconv.models import build_model
-from cnnconv.plan import ThroughputTable, _flops, estimate, run_cost, step_flops
-from cnnconv.spec import RunSpec
+from cnnconv.engine import datasets as data
+from cnnconv.engine.device import device_name
+from cnnconv.engine.models import build_model
+from cnnconv.engine.spec import RunSpec
+from cnnconv.harness.flops import count_flops, run_cost, step_flops
+from cnnconv.harness.plan import estimate
+from cnnconv.harness.throughput import ThroughputTable
 
 
 def test_resnet18_forward_is_the_published_count():
     # torchvision's ResNet-18 at 224x224, 1000 classes: 1.814 G multiply-adds (its model
     # card says 1.81 GFLOPS, counting a multiply-add once); FlopCounterMode counts two.
-    flops = _flops("resnet18", (), 1, (3, 224, 224), 1000, False)
+    flops = count_flops("resnet18", (), 1, (3, 224, 224), 1000, False)
     assert flops == pytest.approx(2 * 1.814e9, rel=1e-3)
 
 
@@ -29,18 +31,18 @@ def test_meta_tensors_count_what_the_cpu_computes(model, options):
     images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(network(images), labels).backward()
-    assert _flops(model, options, 8, (3, 32, 32), 10, True) == counter.get_total_flops()
+    assert count_flops(model, options, 8, (3, 32, 32), 10, True) == counter.get_total_flops()
 
 
 def test_a_step_is_forward_and_backward_and_a_teacher_adds_its_forward():
     spec = RunSpec(model="resnet9", model_options={"width": 4}, iterations=10, batch_size=16)
-    forward = _flops("resnet9", (("width", 4),), 16, (3, 32, 32), 10, False)
+    forward = count_flops("resnet9", (("width", 4),), 16, (3, 32, 32), 10, False)
     step = step_flops(spec, (3, 32, 32), 10)
     # backward: a gradient for weights and one for inputs (not for the image): ~2x forward
     assert 2.5 * forward < step < 3 * forward
     teacher = spec.replace(model_options={"width": 8})
     taught = step_flops(spec.replace(teacher=teacher), (3, 32, 32), 10)
-    assert taught - step == _flops("resnet9", (("width", 8),), 16, (3, 32, 32), 10, False)
+    assert taught - step == count_flops("resnet9", (("width", 8),), 16, (3, 32, 32), 10, False)
 
 
 def test_a_run_costs_its_steps_and_its_evaluations():
@@ -48,7 +50,7 @@ def test_a_run_costs_its_steps_and_its_evaluations():
     spec = RunSpec(model="lenet5", dataset="synthetic", epochs=2, batch_size=64, eval_at=(2,))
     cost = run_cost(spec, tiny)
     per_step = step_flops(spec, tiny.shape, 10)
-    per_image = _flops("lenet5", (), 1, tiny.shape, 10, False)
+    per_image = count_flops("lenet5", (), 1, tiny.shape, 10, False)
     assert cost.iterations == 8  # 2 epochs of 4 whole batches
     assert cost.flops == 8 * per_step + 2 * 100 * per_image  # evaluated at 2 and at 8
 

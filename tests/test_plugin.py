@@ -7,7 +7,7 @@ from xml.etree import ElementTree
 import pytest
 import torch
 
-from cnnconv.store import RunStore
+from cnnconv.harness.store import RunStore
 
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
 
@@ -15,7 +15,7 @@ CLAIMS = '''
 import os
 import pytest
 from cnnconv import stats
-from cnnconv.spec import RunSpec
+from cnnconv.engine.spec import RunSpec
 
 def spec(lr, scale):
     return RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
@@ -174,7 +174,7 @@ def test_unknown_baseline_and_scale_are_usage_errors(claims_run):
 SLOW_AND_PARAMETRIZED = '''
 import pytest
 from cnnconv import stats
-from cnnconv.spec import RunSpec
+from cnnconv.engine.spec import RunSpec
 
 def spec(lr, scale):
     return RunSpec(model="resnet9", model_options={"width": 4}, dataset="synthetic",
@@ -259,7 +259,7 @@ def test_missing_data_skips_with_the_fix_or_fails_when_required(pytester, tmp_pa
     pytester.makepyfile('''
         import pytest
         from cnnconv import stats
-        from cnnconv.spec import RunSpec
+        from cnnconv.engine.spec import RunSpec
         @pytest.mark.claim("T-DATA")
         def test_needs_cifar(arms):
             (a,) = arms(a=RunSpec(model="lenet5", iterations=5))
@@ -274,7 +274,7 @@ def test_missing_data_skips_with_the_fix_or_fails_when_required(pytester, tmp_pa
 
 
 def test_worker_device_assignment():
-    from cnnconv.plugin import worker_device, workers_on_device
+    from cnnconv.harness.workers import worker_device, workers_on_device
     assert worker_device(None, 4) == "cuda"
     assert worker_device("gw5", 4) == "cuda:1"
     assert worker_device("gw0", 1) == "cuda"
@@ -287,8 +287,8 @@ def test_worker_device_assignment():
 def test_xdist_workers_on_one_gpu_each_plan_within_their_share(monkeypatch):
     """Two workers on a (pretended) single GPU tell the engine they share it; without
     this each would plan its stacks for all of the GPU's free memory."""
-    import cnnconv.device as device_mod
-    from cnnconv.plugin import share_with_workers
+    import cnnconv.engine.device as device_mod
+    from cnnconv.harness.workers import share_with_workers
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(device_mod, "_processes_per_device", 1)
@@ -305,7 +305,7 @@ def test_xdist_workers_on_one_gpu_each_plan_within_their_share(monkeypatch):
 def test_report_smoothing_keeps_ends_honest():
     import numpy as np
 
-    from cnnconv.report import smooth
+    from cnnconv.harness.report import smooth
 
     curve = np.r_[np.ones(99), 0.0]  # one low last sample
     smoothed = smooth(curve[None], 20)[0]
@@ -317,7 +317,7 @@ def test_report_smoothing_keeps_ends_honest():
 PLANNED = '''
 import pytest
 from cnnconv import stats
-from cnnconv.spec import RunSpec
+from cnnconv.engine.spec import RunSpec
 
 def spec(scale, **changes):
     return RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
@@ -444,3 +444,21 @@ def test_the_plan_of_a_cpu_scale_claim_is_what_it_trains(pytester, cifar_dir, tm
     session()
     trained = _journal(store)
     assert sorted(trained) == sorted(planned) and _trained(store, trained) == planned
+
+
+def test_training_and_planning_are_two_implementations_of_one_runner():
+    """The session's hooks and fixtures call a ``ClaimRunner`` and never ask which: both
+    runners have its every method, with its parameters."""
+    import inspect
+
+    from cnnconv.harness.plan import Planning
+    from cnnconv.harness.session import ClaimRunner
+    from cnnconv.harness.training import Training
+
+    methods = [name for name, value in vars(ClaimRunner).items()
+               if inspect.isfunction(value) and not name.startswith("_")]
+    assert {"setup", "arms", "conclude", "skipped", "on_report", "summary", "finish"} <= set(methods)
+    for runner in (Training, Planning):
+        for name in methods:
+            expected = list(inspect.signature(getattr(ClaimRunner, name)).parameters)
+            assert list(inspect.signature(getattr(runner, name)).parameters) == expected, (runner, name)

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cnnconv.precision as precision_mod
-from cnnconv.models import build_model
-from cnnconv.precision import MODES, get_mode, precision, round_to_tf32
+import cnnconv.engine.precision as precision_mod
+from cnnconv.engine.models import build_model
+from cnnconv.engine.precision import MODES, get_mode, precision, round_to_tf32
 
 
 def _bits(value: float) -> int:
@@ -179,7 +179,7 @@ def test_cudnn_autotuning_is_on_for_cuda_runs_only_and_restored():
     """``fast_kernels`` sets ``cudnn.benchmark`` directly: ``cudnn.flags()`` would also
     write the legacy ``allow_tf32`` setter, and mixing it with ``fp32_precision`` makes
     reading the flags raise."""
-    from cnnconv.device import fast_kernels
+    from cnnconv.engine.device import fast_kernels
 
     before = torch.backends.cudnn.benchmark
     with fast_kernels(torch.device("cpu")):

@@ -16,8 +16,8 @@ rules.
 import pytest
 import torch
 
-from cnnconv.doctor import record_operands, violations
-from cnnconv.precision import MODES
+from cnnconv.engine.precision import MODES
+from cnnconv.tools.doctor import record_operands, violations
 
 
 @pytest.mark.parametrize("seeds", [1, 3])

@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cnnconv.progress import ProgressLine, TerminalDisplay, Tick, duration, seed_range
+from cnnconv.engine.train import Tick
+from cnnconv.harness.progress import ProgressLine, TerminalDisplay, duration, seed_range
 
 
 class Recorder:

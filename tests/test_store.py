@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from cnnconv.spec import RunSpec
-from cnnconv.store import RunStore
-from cnnconv.train import train, train_seeds
+from cnnconv.engine.spec import RunSpec
+from cnnconv.engine.train import train, train_seeds
+from cnnconv.harness.store import RunStore
 
 SPEC = RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
                iterations=12, lr=0.01)
@@ -63,8 +63,8 @@ def test_kept_weights_round_trip(tmp_path):
 def test_another_process_hits_the_cache(tmp_path):
     RunStore(tmp_path).get_or_train(SPEC)
     child = _python(f"""
-        from cnnconv.store import RunStore
-        from cnnconv.spec import RunSpec
+        from cnnconv.harness.store import RunStore
+        from cnnconv.engine.spec import RunSpec
         spec = RunSpec.from_canonical({SPEC.canonical()!r})
         result = RunStore({str(tmp_path)!r}).get(spec)
         print(result is not None and len(result.losses))
@@ -75,8 +75,8 @@ def test_another_process_hits_the_cache(tmp_path):
 def test_a_run_killed_half_way_leaves_no_entry_and_no_stuck_lock(tmp_path):
     child = _python(f"""
         import time
-        from cnnconv.store import RunStore
-        from cnnconv.spec import RunSpec
+        from cnnconv.harness.store import RunStore
+        from cnnconv.engine.spec import RunSpec
         spec = RunSpec.from_canonical({SPEC.canonical()!r})
         def slow(spec):
             print("computing", flush=True)
@@ -96,8 +96,8 @@ def test_a_run_killed_half_way_leaves_no_entry_and_no_stuck_lock(tmp_path):
 def test_a_writer_killed_before_the_rename_leaves_only_a_temporary_file(tmp_path):
     child = _python(f"""
         import os
-        from cnnconv import store as store_mod
-        from cnnconv.spec import RunSpec
+        from cnnconv.harness import store as store_mod
+        from cnnconv.engine.spec import RunSpec
         spec = RunSpec.from_canonical({SPEC.canonical()!r})
         store_mod.os.replace = lambda *a: os._exit(9)  # die between write and rename
         store_mod.RunStore({str(tmp_path)!r}).get_or_train(spec)
@@ -121,8 +121,8 @@ def test_a_corrupt_entry_is_set_aside_and_recomputed(tmp_path):
 
 def test_processes_asking_for_the_same_run_compute_it_once(tmp_path):
     code = f"""
-        from cnnconv.store import RunStore
-        from cnnconv.spec import RunSpec
+        from cnnconv.harness.store import RunStore
+        from cnnconv.engine.spec import RunSpec
         spec = RunSpec.from_canonical({SPEC.canonical()!r})
         print(RunStore({str(tmp_path)!r}).get_or_train(spec).losses.sum())
     """

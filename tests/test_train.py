@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnnconv.schedule import lr_multipliers, total_iterations
-from cnnconv.spec import RunSpec
-from cnnconv.train import train, train_seeds
+from cnnconv.engine.schedule import lr_multipliers, total_iterations
+from cnnconv.engine.spec import RunSpec
+from cnnconv.engine.train import train, train_seeds
 
 
 def spec(**changes):

@@ -10,16 +10,16 @@ pytest.importorskip("xdist", reason="pip install pytest-xdist")
 CONFTEST = '''
 import os
 import signal
-import cnnconv.plugin as plugin
+import cnnconv.harness.training as training
 
-real_train_seeds = plugin.train_seeds
+real_train_seeds = training.train_seeds
 
 def train_seeds(specs, **kwargs):
     if specs[0].lr == 0.123 and os.environ.get("KILL_WORKER") == "1":
         os.kill(os.getpid(), signal.SIGKILL)  # a worker dies in the middle of a run
     return real_train_seeds(specs, **kwargs)
 
-plugin.train_seeds = train_seeds
+training.train_seeds = train_seeds
 '''
 
 CLAIMS = '''
@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 import pytest
 from cnnconv import stats
-from cnnconv.spec import RunSpec
+from cnnconv.engine.spec import RunSpec
 
 def spec(lr):
     return RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
