@@ -21,6 +21,7 @@ from cnnconv.engine.train import train
 
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 SUBSET = {"cpu": 2560, "cuda": None}
+CODE_PATH_SUBSET = 512  # disabled (CI): an epoch this short checks the code path
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +32,11 @@ def cifar(cifar_dir) -> data_mod.Dataset:
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_lenet_epoch_time_by_batch_size(benchmark, cifar, device):
     seconds = {}
+    subset = CODE_PATH_SUBSET if benchmark.disabled else SUBSET[device]
 
     def measure():
         for batch in BATCH_SIZES:
-            spec = RunSpec(model="lenet5", dataset="cifar10", train_subset=SUBSET[device],
+            spec = RunSpec(model="lenet5", dataset="cifar10", train_subset=subset,
                            test_subset=100, precision="fp32", batch_size=batch, epochs=1,
                            lr=0.01, momentum=0.0, augment="none", device=device)
             run = train(spec, dataset=cifar)

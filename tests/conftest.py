@@ -9,12 +9,17 @@ import pytest
 import torch
 import torch._dynamo  # see below
 
+import cnnconv.harness.plan  # see below
+import cnnconv.harness.training  # noqa: F401 (see below)
 from cnnconv.engine import datasets as data
 
 # pytester's in-process sessions (tests/test_plugin.py) drop the modules first imported
 # inside them. Counting FLOPs (--cnnconv-plan) imports torch._dynamo, which registers
 # torch._inductor's test operators once per process: a second import would register them
-# again and fail. Imported here, it is imported once.
+# again and fail. The plugin imports its runners (and with them cnnconv.stats) on first
+# need: first imported inside one session, they would be imported again in the next, and
+# a claim test holding the first import's cnnconv.stats would return a Decision of
+# another class. Imported here, each is imported once.
 
 pytest_plugins = ["pytester"]
 
