@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 
-def import_time(python: str) -> float:
-    """Seconds ``import cnnconv.plugin`` takes, cumulatively (``-X importtime``)."""
+def import_time(python: str, folder: Path) -> float:
+    """Seconds ``import cnnconv.plugin`` takes, cumulatively (``-X importtime``), run in
+    ``folder`` (in a checkout, ``-c`` would import the checkout's cnnconv)."""
     done = subprocess.run([python, "-X", "importtime", "-c", "import cnnconv.plugin"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, cwd=folder)
     for line in done.stderr.splitlines():
         parts = [part.strip() for part in line.removeprefix("import time:").split("|")]
         if len(parts) == 3 and parts[2] == "cnnconv.plugin":
@@ -56,7 +57,7 @@ def main() -> None:
         session_time(args.python, project)  # warm the file cache once
         imports, with_plugin, without = [], [], []
         for _ in range(args.rounds):
-            imports.append(import_time(args.python))
+            imports.append(import_time(args.python, project))
             with_plugin.append(session_time(args.python, project))
             without.append(session_time(args.python, project, "-p", "no:cnnconv"))
     print(f"python {args.python}, {args.rounds} rounds, medians (min-max)")
