@@ -104,6 +104,12 @@ def test_a_bench_part_that_wrote_nothing_is_an_error_naming_the_rerun(tmp_path, 
     assert "wrote no JSON" in capsys.readouterr().err
 
 
+def test_without_a_claims_folder_it_names_the_option(capsys, tmp_path):
+    assert campaign.main(["--claims", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert f"no folder of claims at {tmp_path / 'none'}" in err and "name the folder with --claims" in err
+
+
 def test_without_a_gpu_it_says_what_to_run_instead(capsys, monkeypatch):
     monkeypatch.setattr(campaign.torch.cuda, "is_available", lambda: False)
     assert campaign.main([]) == 2

@@ -77,3 +77,13 @@ def test_other_commands_reject_unknown_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["models", "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_claims_without_a_claims_folder_names_the_option(capsys, tmp_path, monkeypatch):
+    """Installed, away from a checkout, there is no claims/ to run: say where it was looked
+    for and how to name one (the package no longer looks for its own checkout)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["claims", "--report", str(tmp_path / "r")]) == 2
+    assert "no folder of claim tests at claims" in capsys.readouterr().err
+    assert main(["claims", "--claims", str(tmp_path / "none")]) == 2
+    assert "--claims DIR" in capsys.readouterr().err
