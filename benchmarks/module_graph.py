@@ -161,15 +161,11 @@ def layers(modules: list[str], edges: list[Edge], groups: list[list[str]]) -> di
 def role(module: str) -> str | None:
     """The role of a module in a layout with subpackages; None in a flat package."""
     parts = module.split(".")
-    if len(parts) > 2 and parts[1] in RANKS:
+    if len(parts) >= 2 and parts[1] in RANKS:  # a subpackage, or a module in one
         return parts[1]
-    if module == PACKAGE:  # the package's own __init__: its version, imported by all
-        return None
     if parts[-1] in ("plugin", "cli"):
         return "face"
-    if len(parts) == 2 and parts[1] in RANKS:  # a subpackage's own __init__
-        return parts[1]
-    return None
+    return None  # the package's own __init__ (its version, imported by all), or flat
 
 
 def runs_back_up(edge: Edge, in_cycle: set[tuple[str, str]]) -> bool:

@@ -267,8 +267,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     runner = session_of(pyfuncitem.config).runner
     try:
         decision = call_claim(pyfuncitem)
-    except pytest.skip.Exception as skip:
-        runner.skipped(pyfuncitem, str(skip))
+    except pytest.skip.Exception:
+        runner.skipped(pyfuncitem)
         raise
     runner.conclude(pyfuncitem, decision)
     return True

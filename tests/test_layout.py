@@ -64,7 +64,7 @@ def private_reach_ins(source: str, module: str) -> list[str]:
                 if private(alias.name) and node.module != module:
                     found.append(f"line {node.lineno}: from {node.module} import {alias.name}")
                 target = f"{node.module}.{alias.name}"
-                if importlib.util.find_spec(node.module) and target != module and _is_module(target):
+                if target != module and _is_module(target):
                     aliases.add(alias.asname or alias.name)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \

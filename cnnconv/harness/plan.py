@@ -240,7 +240,7 @@ class Planning:
         plan = self.plans[item.nodeid]
         pytest.skip(f"--cnnconv-plan: {len(plan.needed)} runs needed, {len(plan.to_train)} to train")
 
-    def skipped(self, item: pytest.Function, reason: str) -> None:
+    def skipped(self, item: pytest.Function) -> None:
         plan = self.plans[item.nodeid]
         plan.note = plan.note or "the claim skips itself here"
 

@@ -48,8 +48,8 @@ class ClaimRunner(Protocol):
         """What a claim's decision becomes: recorded, and the test failed unless the
         claim is supported -- or, when planning, discarded and the test skipped."""
 
-    def skipped(self, item: pytest.Function, reason: str) -> None:
-        """The claim skipped itself (``pytest.skip``) with ``reason``."""
+    def skipped(self, item: pytest.Function) -> None:
+        """The claim skipped itself (``pytest.skip``)."""
 
     def on_report(self, report: pytest.TestReport) -> None:
         """A test's report, on the controller (from the workers, under xdist)."""

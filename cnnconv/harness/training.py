@@ -158,7 +158,7 @@ class Training:
         return baselines.regressions(baseline, item.nodeid, arm_records,
                                      self.config.getoption("--cnnconv-compare-margin"))
 
-    def skipped(self, item: pytest.Function, reason: str) -> None:
+    def skipped(self, item: pytest.Function) -> None:
         """A claim that skips itself leaves no record."""
 
     # -- on the controller -----------------------------------------------------------
