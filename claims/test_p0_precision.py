@@ -84,6 +84,11 @@ def test_bf16_converges_more_slowly_and_plateaus(arms, p0, alpha):
 @pytest.mark.xfail_at_scale("cpu", dataset="fashion-mnist", reason=(
     'measured on Fashion-MNIST (5 seeds, engine 3): jitter fp64 - tf32 = -0.0015 [-0.0099, '
     '+0.0069], no difference at this scale'))
+@pytest.mark.xfail_at_scale("cpu", dataset="cifar10", strict=False, reason=(
+    'borderline at 5 seeds, and rounding decides it: jitter fp64 - tf32 = -0.0033 [-0.0064, '
+    '-0.0002], p=0.044 (engine 4 on an AVX-512 CPU: supported); -0.0022 [-0.0053, +0.0009], '
+    'p=0.106 (the same engine and seeds on an AVX2 CPU: inconclusive); p=0.58 under engine 3. '
+    'Not strict: either outcome is what 5 seeds can say; more seeds must decide (issue #23)'))
 @pytest.mark.claim(
     "P0-PREC-3", source="P0",
     sentence="FP64 is slightly more stable than TF32.",

@@ -42,7 +42,7 @@ from cnnconv.engine.optimizer import SeedOptimizer
 from cnnconv.engine.precision import MODES, get_mode, precision
 from cnnconv.engine.spec import RunSpec
 from cnnconv.engine.train import train, train_seeds
-from cnnconv.engine.twin import TWIN_FACTOR, mean_gap, twin_ulps
+from cnnconv.engine.twin import TWIN_FACTOR, mean_gap, rounding_floor
 
 # Relative error of a product against fp64, per mode: (lowest, highest), around the unit
 # roundoff of the mode's product format (module docstring; a CPU's errors are in
@@ -235,9 +235,9 @@ def check_cuda_graph(device: str) -> list[Check]:
     for spec in _graph_specs(device):
         eager = train_seeds([spec], dataset=data, cuda_graph=False)
         graphed = train_seeds([spec], dataset=data, cuda_graph=True)
-        twin = train_seeds([spec], dataset=data, cuda_graph=False,
-                           nudge_ulps=twin_ulps(spec.precision))
-        gap, floor = mean_gap(eager, graphed), mean_gap(eager, twin)
+        floor = rounding_floor(eager, spec.precision, lambda ulps, spec=spec: train_seeds(
+            [spec], dataset=data, cuda_graph=False, nudge_ulps=ulps))
+        gap = mean_gap(eager, graphed)
         captured = graphed[0].environment["cuda_graph"] == "true"
         checks.append(Check(
             f"CUDA graph, {spec.model}", f"gap {gap:.2g} (twin {floor:.2g}), "
@@ -254,8 +254,9 @@ def check_stack(device: str) -> Check:
                      lr=0.02, seed=seed, device=device) for seed in range(3)]
     single = [train(spec, dataset=data) for spec in specs]
     stacked = train_seeds(specs, dataset=data, vectorise=True)
-    twins = [train(spec, dataset=data, nudge_ulps=twin_ulps(spec.precision)) for spec in specs]
-    gap, floor = mean_gap(single, stacked), mean_gap(single, twins)
+    floor = rounding_floor(single, specs[0].precision, lambda ulps: [
+        train(spec, dataset=data, nudge_ulps=ulps) for spec in specs])
+    gap = mean_gap(single, stacked)
     return Check("3 stacked seeds vs single", f"gap {gap:.2g} (twin {floor:.2g})",
                  f"<= {TWIN_FACTOR} x twin", gap <= TWIN_FACTOR * floor)
 

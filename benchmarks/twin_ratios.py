@@ -1,0 +1,74 @@
+"""How far stacking moves a seed's curve, in units of what rounding moves it.
+
+tests/test_seeds.py holds a stack of seeds to ``TWIN_FACTOR`` times the rounding floor
+(``cnnconv.engine.twin``) over the first ``EARLY_STEPS``, and checks that the bound
+would see mixed seeds. This prints, per precision mode and per stack of three seeds, in the
+test's configuration (ResNet-18 width 4 with CBAM, batch 32 of 256 synthetic images,
+lr 0.02, one thread) but trained 30 steps, the gaps in units of a yardstick:
+
+- ``old``: the stack over all 30 steps against the twin nudged up only (the bound until
+  2026-12-07);
+- ``stack``: the stack over the first ``EARLY_STEPS`` (8) against the farther of the twins
+  nudged up and down (``rounding_floor``: the bound now);
+- ``mixed`` and ``mixed@30``: each seed's single run against its neighbour's, over the
+  first ``EARLY_STEPS`` and over all 30 steps, against the floor over the same steps:
+  what a stack that mixed its seeds would show.
+
+    python benchmarks/twin_ratios.py --seeds 9 fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from cnnconv.engine.datasets import synthetic
+from cnnconv.engine.precision import MODES
+from cnnconv.engine.spec import RunSpec
+from cnnconv.engine.train import train, train_seeds
+from cnnconv.engine.twin import EARLY_STEPS, mean_gap, rounding_floor, twin_ulps
+
+STACK = 3
+
+
+def ratios(precision: str, first_seed: int) -> dict[str, float]:
+    """The four ratios (module docstring) of one stack of ``STACK`` seeds."""
+    data = synthetic(n_train=256, n_test=128)
+    specs = [RunSpec(model="resnet18", model_options={"width": 4, "cbam": "all"},
+                     dataset="synthetic", precision=precision, batch_size=32, iterations=30,
+                     lr=0.02, eval_at=(15,), seed=seed)
+             for seed in range(first_seed, first_seed + STACK)]
+    single = [train(spec, dataset=data) for spec in specs]
+    stacked = train_seeds(specs, dataset=data, vectorise=True)
+    mixed = single[1:] + single[:1]
+    trained: dict[int, list] = {}
+
+    def twins(ulps: int) -> list:
+        if ulps not in trained:
+            trained[ulps] = [train(spec, dataset=data, nudge_ulps=ulps) for spec in specs]
+        return trained[ulps]
+
+    early = rounding_floor(single, precision, twins, EARLY_STEPS)
+    return {"old": mean_gap(single, stacked) / mean_gap(single, twins(twin_ulps(precision))),
+            "stack": mean_gap(single, stacked, EARLY_STEPS) / early,
+            "mixed": mean_gap(single, mixed, EARLY_STEPS) / early,
+            "mixed@30": mean_gap(single, mixed) / rounding_floor(single, precision, twins)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modes", nargs="*", default=[m for m in MODES if m != "fp64"])
+    parser.add_argument("--seeds", type=int, default=STACK, help="a multiple of 3 (default 3)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"{'mode':<9} {'seeds':<6} {'old':>8} {'stack':>8} {'mixed':>8} {'mixed@30':>9}")
+    for mode in args.modes:
+        for first in range(0, args.seeds, STACK):
+            found = ratios(mode, first)
+            print(f"{mode:<9} {first}-{first + STACK - 1:<4} " + " ".join(
+                f"{found[k]:>{max(8, len(k))}.3g}" for k in found), flush=True)
+
+
+if __name__ == "__main__":
+    main()
