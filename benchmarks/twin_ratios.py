@@ -12,9 +12,12 @@ lr 0.02, one thread) but trained 30 steps, the gaps in units of a yardstick:
   nudged up and down (``rounding_floor``: the bound now);
 - ``mixed`` and ``mixed@30``: each seed's single run against its neighbour's, over the
   first ``EARLY_STEPS`` and over all 30 steps, against the floor over the same steps:
-  what a stack that mixed its seeds would show.
+  what a stack that mixed its seeds would show;
+- with ``--lr-factor F``, ``lr xF``: runs whose learning rate is F times the spec's, over
+  the first ``EARLY_STEPS``: a wrong step size of that much.
 
     python benchmarks/twin_ratios.py --seeds 9 fp32
+    python benchmarks/twin_ratios.py --lr-factor 1.01 fp32 tf32 amp_bf16
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from cnnconv.engine.twin import EARLY_STEPS, mean_gap, rounding_floor, twin_ulps
 STACK = 3
 
 
-def ratios(precision: str, first_seed: int) -> dict[str, float]:
-    """The four ratios (module docstring) of one stack of ``STACK`` seeds."""
+def ratios(precision: str, first_seed: int, lr_factor: float | None = None) -> dict[str, float]:
+    """The ratios (module docstring) of one stack of ``STACK`` seeds."""
     data = synthetic(n_train=256, n_test=128)
     specs = [RunSpec(model="resnet18", model_options={"width": 4, "cbam": "all"},
                      dataset="synthetic", precision=precision, batch_size=32, iterations=30,
@@ -50,22 +53,28 @@ def ratios(precision: str, first_seed: int) -> dict[str, float]:
         return trained[ulps]
 
     early = rounding_floor(single, precision, twins, EARLY_STEPS)
-    return {"old": mean_gap(single, stacked) / mean_gap(single, twins(twin_ulps(precision))),
-            "stack": mean_gap(single, stacked, EARLY_STEPS) / early,
-            "mixed": mean_gap(single, mixed, EARLY_STEPS) / early,
-            "mixed@30": mean_gap(single, mixed) / rounding_floor(single, precision, twins)}
+    found = {"old": mean_gap(single, stacked) / mean_gap(single, twins(twin_ulps(precision))),
+             "stack": mean_gap(single, stacked, EARLY_STEPS) / early,
+             "mixed": mean_gap(single, mixed, EARLY_STEPS) / early,
+             "mixed@30": mean_gap(single, mixed) / rounding_floor(single, precision, twins)}
+    if lr_factor is not None:
+        off = [train(spec.replace(lr=spec.lr * lr_factor), dataset=data) for spec in specs]
+        found[f"lr x{lr_factor:g}"] = mean_gap(single, off, EARLY_STEPS) / early
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modes", nargs="*", default=[m for m in MODES if m != "fp64"])
     parser.add_argument("--seeds", type=int, default=STACK, help="a multiple of 3 (default 3)")
+    parser.add_argument("--lr-factor", type=float, help="also train runs at lr times this")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"{'mode':<9} {'seeds':<6} {'old':>8} {'stack':>8} {'mixed':>8} {'mixed@30':>9}")
+    print(f"{'mode':<9} {'seeds':<6} {'old':>8} {'stack':>8} {'mixed':>8} {'mixed@30':>9}"
+          + ("" if args.lr_factor is None else f" {'lr x' + format(args.lr_factor, 'g'):>8}"))
     for mode in args.modes:
         for first in range(0, args.seeds, STACK):
-            found = ratios(mode, first)
+            found = ratios(mode, first, args.lr_factor)
             print(f"{mode:<9} {first}-{first + STACK - 1:<4} " + " ".join(
                 f"{found[k]:>{max(8, len(k))}.3g}" for k in found), flush=True)
 
