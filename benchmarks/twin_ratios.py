@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=STACK, help="a multiple of 3 (default 3)")
     parser.add_argument("--lr-factor", type=float, help="also train runs at lr times this")
     args = parser.parse_args()
+    if args.seeds < STACK or args.seeds % STACK:
+        parser.error(f"--seeds must be a positive multiple of {STACK}, not {args.seeds}")
     torch.set_num_threads(1)
     print(f"{'mode':<9} {'seeds':<6} {'old':>8} {'stack':>8} {'mixed':>8} {'mixed@30':>9}"
           + ("" if args.lr_factor is None else f" {'lr x' + format(args.lr_factor, 'g'):>8}"))

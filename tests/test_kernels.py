@@ -9,10 +9,9 @@ same outputs differ in the last bits: the bitwise checks below see a missing spl
 
 A stacked bias is not part of the product: vmap adds it after the convolution, as an
 add. The references below do the same. A model alone hands its bias to the convolution,
-and oneDNN may fold it into the sum (it does on AVX2 CPUs, not on AVX-512 ones): there a
-biased layer differs from the stacked one by the bias's rounding, up to 1e-5 here, and a
-reference with the bias inside would fail the bitwise checks on one CPU and pass on
-another.
+which need not equal the convolution plus the bias: on an AVX2 CPU they differ by up to
+1e-5 at these shapes (on an AVX-512 one these checks passed with the bias inside), so a
+reference with the bias inside passes on one CPU and fails on another.
 """
 
 import pytest

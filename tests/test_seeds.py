@@ -2,7 +2,8 @@
 that a seed trained in a stack gives the run it gives alone.
 
 Tolerance. Stacking changes no arithmetic rule, only the order in which a grouped
-convolution sums what single convolutions sum (and so the rounding). In fp64 that is
+convolution sums what single convolutions sum, and where a bias is added (and so the
+rounding). In fp64 that is
 invisible in the stored (float32) losses: the curves must be equal. In the other modes
 the stacked curves may differ from the single ones by at most ``TWIN_FACTOR`` times what
 the farther of the run's two one-ulp twins moves them (``cnnconv.engine.twin``), over
@@ -10,6 +11,8 @@ the first ``EARLY_STEPS``; the same bound must see a stack that mixed its seeds.
 because this CPU has no fast fp16 convolution (amp_fp16's case takes 2.5x as long at
 width 8).
 """
+
+import math
 
 import numpy as np
 import pytest
@@ -20,7 +23,7 @@ from cnnconv.engine.optimizer import SeedLossScaler, SeedOptimizer
 from cnnconv.engine.precision import MODES
 from cnnconv.engine.spec import RunSpec
 from cnnconv.engine.stacking import SeedStack, vectorisable
-from cnnconv.engine.train import train, train_seeds
+from cnnconv.engine.train import initial_model, train, train_seeds
 from cnnconv.engine.twin import EARLY_STEPS, TWIN_FACTOR, mean_gap, rounding_floor
 
 
@@ -38,7 +41,7 @@ def test_a_stacked_seed_matches_its_single_run_within_rounding(precision, tiny, 
     stacked = train_seeds(specs, dataset=tiny, vectorise=True)
     assert [r.spec for r in stacked] == specs
     assert all(r.environment["stack"] == "3" for r in stacked)
-    assert all(r.eval_iterations == [8, 16] for r in stacked)
+    assert all(r.eval_iterations == [EARLY_STEPS, 2 * EARLY_STEPS] for r in stacked)
     if precision == "fp64":
         assert mean_gap(single, stacked) == 0.0
         assert [r.test_accuracy for r in single] == [r.test_accuracy for r in stacked]
@@ -50,6 +53,23 @@ def test_a_stacked_seed_matches_its_single_run_within_rounding(precision, tiny, 
     # The bug the bound is for: a stack that handed each seed another seed's run.
     swapped = mean_gap(single, single[1:] + single[:1], EARLY_STEPS)
     assert swapped > TWIN_FACTOR * floor, f"mixed seeds move the curves by only {swapped:.3g}"
+
+
+def test_a_twin_moves_every_initial_weight_one_ulp_either_way(tiny):
+    """Up and down by the gap to the next value that way: BatchNorm's weights start at 1.0,
+    where the gap below is half the gap above (a down-step of the upward gap moves them
+    two ulps; at -1.0 it rounds back to -1.0 and moves nothing)."""
+    spec = _specs("fp32", seeds=1)[0]
+    weights = [initial_model(spec, tiny, torch.device("cpu"), nudge).parameters()
+               for nudge in (0, 1, -1, -2)]
+    powers_of_two = 0
+    for p, up, down, down2 in zip(*weights):
+        assert torch.equal(up, torch.nextafter(p, torch.full_like(p, math.inf)))
+        below = torch.nextafter(p, torch.full_like(p, -math.inf))
+        assert torch.equal(down, below)
+        assert torch.equal(down2, p + 2 * (below - p))
+        powers_of_two += int((p == 1.0).sum())
+    assert powers_of_two > 0
 
 
 def test_stacked_seeds_are_independent(tiny):

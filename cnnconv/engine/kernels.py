@@ -15,12 +15,12 @@ them. ``product_rules`` registers them for the duration of a ``with`` block.
   than ``THIN`` input channels each, whose groups split into ``seeds`` equal parts (vmap's
   fold of ``seeds`` convolutions) and whose parts have at least ``SPLIT_MACS``
   multiply-adds each, is computed part by part, each as the plain convolution of one
-  seed: bit for bit that seed's own product (a bias is vmap's add after the product,
-  which a seed alone may fold into its convolution). oneDNN's grouped kernel is slow for
-  groups that thin, and as fast or faster from 4 channels per group; below ``SPLIT_MACS``
-  a seed's part is too small for the split to pay. Both thresholds come from the layer
-  timings in benchmarks/README.md (engine 4), which ``pytest benchmarks -k
-  stacked_convolution`` measures. The groups never mix.
+  seed: bit for bit that seed's own product (a bias is vmap's add after the product; a
+  seed alone hands it to its convolution, which may round it in differently). oneDNN's
+  grouped kernel is slow for groups that thin, and as fast or faster from 4 channels per
+  group; below ``SPLIT_MACS`` a seed's part is too small for the split to pay. Both
+  thresholds come from the layer timings in benchmarks/README.md (engine 4), which
+  ``pytest benchmarks -k stacked_convolution`` measures. The groups never mix.
 
 The rules are process-wide while a block is active (a backward pass runs them whichever
 thread it runs on), and blocks nest: an inner one changes the rules it names until it

@@ -99,8 +99,8 @@ def train_seeds(
     ``teacher_weights(teacher_specs)`` supplies the distillation teachers' trained weights,
     one per seed; by default the teachers are trained here (together), uncached.
     ``nudge_ulps`` starts every seed (and a teacher trained here) from its initial weights
-    moved up by that many units in the last place: the rounding yardstick's twin
-    (``twin``), not a run to store.
+    moved by that many units in the last place, up or (negative) down: the rounding
+    yardstick's twins (``twin``), not a run to store.
     """
     base = _common_spec(specs)
     device = resolve_device(base.device)
@@ -178,7 +178,9 @@ def _common_spec(specs: Sequence[RunSpec]) -> RunSpec:
 
 def initial_model(spec: RunSpec, data: Dataset, device: torch.device, nudge_ulps: int = 0) -> nn.Module:
     """The seed's freshly initialised model: the same seed, the same initial weights
-    (each moved up by ``nudge_ulps`` units in the last place of its dtype)."""
+    (each moved by ``nudge_ulps`` units in the last place of its dtype, up or, for a
+    negative count, down: a step is the gap to the next value that way, which below a
+    power of two is half the gap above it)."""
     torch.manual_seed(spec.seed)
     channels, size, _ = data.shape
     model = build_model(spec.model, len(data.classes), channels, size, **spec.model_options)
@@ -186,7 +188,8 @@ def initial_model(spec: RunSpec, data: Dataset, device: torch.device, nudge_ulps
     if nudge_ulps:
         with torch.no_grad():
             for p in model.parameters():
-                p.add_((torch.nextafter(p, torch.full_like(p, math.inf)) - p) * nudge_ulps)
+                way = torch.full_like(p, math.copysign(math.inf, nudge_ulps))
+                p.add_((torch.nextafter(p, way) - p) * abs(nudge_ulps))
     return model
 
 

@@ -13,17 +13,19 @@ statistic, a wrong gradient).
 Why two. A rounding difference does not always grow smoothly: a tie in a max-pool, or a
 CBAM gate whose one hidden ReLU sits near zero, flips at some step and the curve jumps
 to another path -- at a step, and with a size, that any small perturbation decides by
-chance. Nudged only up, seed 0 of ``tests/test_seeds.py``'s fp32 case jumped at step 11
-(mean gap 0.0022) while its stacked run jumped at step 6 (0.0196: 9x, a failure on an
-AVX2 CPU that no stacking error caused); nudged down it jumped at step 6 too (0.0188).
+chance. Nudged only up, seed 0 of ``tests/test_seeds.py``'s fp32 case jumped at step 12
+(mean gap 0.0022) while its stacked run jumped at step 7 (0.0196: 9x, a failure on an
+AVX2 CPU that no stacking error caused); nudged down it jumped at step 7 too (0.0190).
 Rounding moves a value either way; one direction is half the yardstick.
 
 Where to look. Over a long enough run any difference, rounding's or a bug's, grows into
-another path of the same noisy descent, and the gaps stop telling them apart: over that
-test's 30 steps a tf32 run of *another seed* is 2.3x the floor, under the bound. Over
-its first ``EARLY_STEPS`` it is 10x (fp32: 4,600x), while the stack stays at 0.4x (fp32:
-1.0x); ``python benchmarks/twin_ratios.py`` measures these, and benchmarks/README.md
-has them per mode.
+another path of the same noisy descent, and the gaps stop telling them apart: over 30
+steps of that test's configuration, each seed's tf32 run against its neighbour's -- what
+a stack that mixed its seeds gives -- is 2.05-4.55x the floor, sometimes under the bound.
+Over the first ``EARLY_STEPS`` it is 4.2-11.4x (fp32: 2,460x and more), while the stack
+stays at 0.37-0.55x (fp32: at most 1.0x); ``python benchmarks/twin_ratios.py`` measures these,
+and benchmarks/README.md has them per mode. The doctor's checks still compare whole
+(20-step) curves: their window is unmeasured on a GPU.
 
 ``cnnconv doctor`` holds the GPU's stacked and graphed runs to this tolerance, and
 ``tests/test_seeds.py`` the CPU's; the ratios measured against it are in
