@@ -26,7 +26,7 @@ import argparse
 
 import torch
 
-from cnnconv.engine.datasets import synthetic
+from cnnconv.engine.datasets import Dataset, synthetic
 from cnnconv.engine.precision import MODES
 from cnnconv.engine.spec import RunSpec
 from cnnconv.engine.train import train, train_seeds
@@ -35,9 +35,9 @@ from cnnconv.engine.twin import EARLY_STEPS, mean_gap, rounding_floor, twin_ulps
 STACK = 3
 
 
-def ratios(precision: str, first_seed: int, lr_factor: float | None = None) -> dict[str, float]:
+def ratios(data: Dataset, precision: str, first_seed: int,
+           lr_factor: float | None = None) -> dict[str, float]:
     """The ratios (module docstring) of one stack of ``STACK`` seeds."""
-    data = synthetic(n_train=256, n_test=128)
     specs = [RunSpec(model="resnet18", model_options={"width": 4, "cbam": "all"},
                      dataset="synthetic", precision=precision, batch_size=32, iterations=30,
                      lr=0.02, eval_at=(15,), seed=seed)
@@ -72,13 +72,16 @@ def main() -> None:
     if args.seeds < STACK or args.seeds % STACK:
         parser.error(f"--seeds must be a positive multiple of {STACK}, not {args.seeds}")
     torch.set_num_threads(1)
-    print(f"{'mode':<9} {'seeds':<6} {'old':>8} {'stack':>8} {'mixed':>8} {'mixed@30':>9}"
-          + ("" if args.lr_factor is None else f" {'lr x' + format(args.lr_factor, 'g'):>8}"))
+    data = synthetic(n_train=256, n_test=128)
+    header = None
     for mode in args.modes:
         for first in range(0, args.seeds, STACK):
-            found = ratios(mode, first, args.lr_factor)
-            print(f"{mode:<9} {first}-{first + STACK - 1:<4} " + " ".join(
-                f"{found[k]:>{max(8, len(k))}.3g}" for k in found), flush=True)
+            found = ratios(data, mode, first, args.lr_factor)
+            if header is None:
+                header = f"{'mode':<9} {'seeds':<6}" + "".join(f" {k:>9}" for k in found)
+                print(header)
+            print(f"{mode:<9} {f'{first}-{first + STACK - 1}':<6}"
+                  + "".join(f" {v:>9.3g}" for v in found.values()), flush=True)
 
 
 if __name__ == "__main__":

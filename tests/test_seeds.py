@@ -3,8 +3,8 @@ that a seed trained in a stack gives the run it gives alone.
 
 Tolerance. Stacking changes no arithmetic rule, only the order in which a grouped
 convolution sums what single convolutions sum, and where a bias is added (and so the
-rounding). In fp64 that is
-invisible in the stored (float32) losses: the curves must be equal. In the other modes
+rounding). In fp64 that is invisible in the stored (float32) losses: the curves must be
+equal. In the other modes
 the stacked curves may differ from the single ones by at most ``TWIN_FACTOR`` times what
 the farther of the run's two one-ulp twins moves them (``cnnconv.engine.twin``), over
 the first ``EARLY_STEPS``; the same bound must see a stack that mixed its seeds. Width 4
