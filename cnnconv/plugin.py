@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -46,8 +46,9 @@ from cnnconv.harness.paths import THROUGHPUT_TABLE, default_store_dir
 from cnnconv.harness.scales import SCALES, Scale
 from cnnconv.harness.session import ClaimRunner, ClaimSession
 
-if TYPE_CHECKING:  # imports torch: for the annotation only
+if TYPE_CHECKING:  # imports torch and scipy: for the annotations only
     from cnnconv.harness.arms import Arms
+    from cnnconv.stats import Decision, SequentialDecision
 
 SESSION = pytest.StashKey[ClaimSession]()
 
@@ -64,8 +65,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "comma-separated IDs at a dash: P1 selects P1-BS-1 and P1-LR-2 but "
                          "not P3-FP16, which `-k P1` also matches (it matches substrings)")
     group.addoption("--cnnconv-seeds", type=option_number("--cnnconv-seeds", 2, integer=True), metavar="N",
-                    help="seeds per arm, at least 2 (default: cpu and long 5, paper 8; a claim may ask "
-                         "for more)")
+                    help="decide every claim at one look of N seeds per arm, at least 2 (default: "
+                         "sequentially, at looks of 5, 8, 12 and 16 seeds at cpu and long scale, "
+                         "8, 12, 16 and 24 at paper scale, until the verdict is decided; a claim "
+                         "may ask for more)")
+    group.addoption("--cnnconv-max-seeds", type=option_number("--cnnconv-max-seeds", 2, integer=True),
+                    metavar="N",
+                    help="the most seeds per arm a claim trains: the looks below N, then N "
+                         "(default: the scale's last look)")
     group.addoption("--cnnconv-alpha", type=option_number("--cnnconv-alpha", 0, 1, low_open=True),
                     default=0.05, metavar="ALPHA",
                     help="significance level of every decision, in (0, 1) (default 0.05)")
@@ -241,9 +248,9 @@ def scale(request: pytest.FixtureRequest) -> Scale:
     device and with the session's seeds."""
     from cnnconv.harness.workers import claim_device  # torch: a claim is being set up
 
-    base = SCALES[request.param]
-    seeds = request.config.getoption("--cnnconv-seeds") or base.seeds
-    return dataclasses.replace(base, device=claim_device(base.device), seeds=seeds)
+    base = SCALES[request.param].with_seeds(request.config.getoption("--cnnconv-seeds"),
+                                            request.config.getoption("--cnnconv-max-seeds"))
+    return dataclasses.replace(base, device=claim_device(base.device))
 
 
 @pytest.fixture
@@ -261,24 +268,51 @@ def arms(request: pytest.FixtureRequest, scale: Scale) -> Arms:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Call a claim test and hand its decision to the runner, which records it."""
+    """Decide a claim at its looks and hand the decision to the runner, which records it."""
     if claim_id_of(pyfuncitem) is None:
         return None
     runner = session_of(pyfuncitem.config).runner
     try:
-        decision = call_claim(pyfuncitem)
+        decided = decide_claim(pyfuncitem, runner)
     except pytest.skip.Exception:
         runner.skipped(pyfuncitem)
         raise
-    runner.conclude(pyfuncitem, decision)
+    runner.conclude(pyfuncitem, decided)
     return True
 
 
-def call_claim(item: pytest.Function) -> Any:
-    """Call a claim test with the fixtures it asks for; its decision."""
+def decide_claim(item: pytest.Function, runner: ClaimRunner) -> SequentialDecision:
+    """The claim decided at the looks of its scale (``stats.Design``): the test body runs
+    again at each look with its arms extended to the look's seeds and ``alpha`` set to the
+    look's level, until the verdict is decided. A claim without arms has one look, at
+    alpha; one that asks for a minimum of seeds starts there."""
+    from cnnconv.stats import Design  # loaded already: the claim test imports stats
+
+    alpha = float(item.config.getoption("--cnnconv-alpha"))
+    arms, scale = item.funcargs.get("arms"), item.funcargs.get("scale")
+    design = Design(scale.looks if arms is not None else (1,), alpha)
+
+    def decide_at(seeds: int, level: float) -> Decision:
+        if arms is not None:
+            look = design.looks.index(seeds) + 1
+            arms.start_look(seeds, f"look {look}/{len(design.looks)}" if len(design.looks) > 1 else "")
+        return call_claim(item, level)
+
+    decided = runner.decide(item, design, decide_at)
+    if arms is not None and arms.minimum > design.looks[0]:  # the claim needs more seeds
+        design = design.floored(arms.minimum)
+        decided = runner.decide(item, design, decide_at)
+    return decided
+
+
+def call_claim(item: pytest.Function, alpha: float) -> Decision:
+    """Call a claim test with the fixtures it asks for (``alpha`` as given); its decision."""
     from cnnconv.stats import Decision  # loaded already: the claim test imports stats
 
-    decision = item.obj(**{name: item.funcargs[name] for name in item._fixtureinfo.argnames})
+    args = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
+    if "alpha" in args:
+        args["alpha"] = alpha
+    decision = item.obj(**args)
     if not isinstance(decision, Decision):
         raise TypeError(
             f"claim test {item.name} returned {type(decision).__name__}; a claim test "

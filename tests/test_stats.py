@@ -9,6 +9,7 @@ statsmodels, where it has the same test, is the independent reference.
 """
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pytest
@@ -502,3 +503,193 @@ def test_bootstrap_ci_takes_a_list_or_several_samples():
     assert low < 5 < high
     low, high = stats.bootstrap_ci([sample, sample - 1], lambda x, y, axis=-1: x.mean(axis) - y.mean(axis))
     assert low < 1 < high
+
+
+# --- sequential designs: the error over every look -----------------------------------------
+
+CPU_LOOKS, PAPER_LOOKS = (5, 8, 12, 16), (8, 12, 16, 24)
+DESIGN = stats.Design(CPU_LOOKS, ALPHA)
+# Enough draws to resolve 0.005 where it matters, the continuous tests whose variance is
+# estimated afresh at each look (t, Welch): at 40,000 the 99.9% band is 4.64-5.36%; the
+# vectorised check of the calibration below resolves 0.0015. Decisions that cost a
+# millisecond or more (scipy's exact rank and binomial tests, a dozen comparisons) run
+# fewer draws: the rank and count tests are discrete and err less than alpha.
+MANY, SOME, FEW, FEWEST = 40_000, 4_000, 2_000, 1_000
+
+
+def _sequential_rates(draw, decide, trials, design=DESIGN, seed=0):
+    """Wrong "supported" and wrong "refuted" rates of ``design`` over all its looks, for
+    claims at their boundary: each draw holds the cap's seeds, each look the first n."""
+    rng = np.random.default_rng(seed)
+    counts = {"supported": 0, "refuted": 0, "inconclusive": 0}
+    for _ in range(trials):
+        data = draw(rng, design.cap)
+        counts[design.decide(lambda n, level: decide(*(x[:n] for x in data), alpha=level)).verdict] += 1
+    return counts["supported"] / trials, counts["refuted"] / trials
+
+
+def _bernoulli_levels(rng, n, p=(0.3,) * 6):
+    """Per seed, one yes/no outcome at each of six levels (a claim about counts)."""
+    return (rng.random((n, len(p))) < np.asarray(p),)
+
+
+# Each case: a draw of the cap's seeds at the claim's boundary, the decision at a look,
+# the draws, and whether the supported rate must also reach the band's lower end (the
+# calibration then spends the whole of alpha, as it should for the paired t-test).
+SEQUENTIAL = {
+    "greater paired t": (lambda r, n: _paired(r, n, 0.01), partial(stats.greater, margin=0.01),
+                         MANY, "exact"),
+    "greater Welch t, unequal spread": (
+        lambda r, n: (r.normal(1, 0.05, n), r.normal(1, 0.02, n)),
+        partial(stats.greater, paired=False), MANY, "at most"),
+    "greater than a number": (lambda r, n: (r.normal(0.94, 0.01, n),),
+                              partial(stats.greater, b=0.94), SOME, "exact"),
+    "equivalent paired (TOST) at +margin": (
+        lambda r, n: _paired(r, n, 0.04), partial(stats.equivalent, margin=0.04), SOME, "at most"),
+    "equivalent relative (ratio) at 1 + m": (
+        lambda r, n: _scaled_pair(r, n, 1.03), partial(stats.equivalent, margin=0.03, relative=True),
+        SOME, "at most"),
+    "std within (chi-square), std at the upper end": (
+        lambda r, n: (r.normal(0, 0.0015 * 1.5, n),), partial(stats.std_within, low=0.001, high=0.00225),
+        SOME, "at most"),
+    "all_of, one part at its boundary": (
+        lambda r, n: (*_paired(r, n, 0.1), *_paired(r, n, 0.0)),
+        lambda a, b, c, d, alpha: stats.all_of([stats.greater(a, b, alpha=alpha),
+                                                stats.greater(c, d, alpha=alpha)]),
+        SOME, "at most"),
+    "ordered, equal groups": (lambda r, n: tuple(_levels(r, [0, 0, 0], n)), lambda *g, alpha:
+                              stats.ordered(g, alpha=alpha), FEW, "at most"),
+    "interior maximum, equal levels": (lambda r, n: tuple(_levels(r, [0, 0, 0], n)), lambda *g, alpha:
+                                       stats.interior_maximum(g, alpha=alpha), FEW, "at most"),
+    "argmax within, equal levels": (
+        lambda r, n: tuple(_levels(r, [0] * 4, n)),
+        lambda *g, alpha: stats.argmax_within(g, [2, 4, 8, 16], 2, 4, alpha=alpha), FEWEST, "at most"),
+    "greater Wilcoxon": (lambda r, n: _paired(r, n, 0.0), partial(stats.greater, method="rank"),
+                         FEWEST, "at most"),
+    "greater Mann-Whitney": (lambda r, n: (r.normal(0, 1, n), r.normal(0, 1, n)),
+                             partial(stats.greater, paired=False, method="rank"), FEWEST, "at most"),
+    "most often (binomial), share at the boundary": (
+        lambda r, n: (r.random(n) < 0.5,), stats.most_often, FEWEST, "at most"),
+    "trend (Kendall), no relation": (
+        _bernoulli_levels, lambda outcomes, alpha: stats.trend(np.arange(6), outcomes.sum(axis=0),
+                                                               alpha=alpha), FEWEST, "at most"),
+}
+
+
+@pytest.mark.parametrize("case", list(SEQUENTIAL))
+def test_over_every_look_neither_verdict_is_wrong_more_often_than_alpha(case):
+    draw, decide, trials, supported_kind = SEQUENTIAL[case]
+    supported, refuted = _sequential_rates(draw, decide, trials)
+    low, high = _binomial_band(ALPHA, trials)
+    assert supported <= high and refuted <= high, (
+        f"{case}: wrong 'supported' in {supported:.2%}, wrong 'refuted' in {refuted:.2%} "
+        f"of {trials} (band up to {high:.2%})")
+    if supported_kind == "exact":
+        assert supported >= low, f"{case}: {supported:.2%}: the levels waste alpha"
+
+
+def test_the_paper_looks_hold_alpha_too():
+    design = stats.Design(PAPER_LOOKS, ALPHA)
+    supported, refuted = _sequential_rates(lambda r, n: _paired(r, n, 0.0), stats.greater, MANY // 2,
+                                           design)
+    low, high = _binomial_band(ALPHA, MANY // 2)
+    assert low <= supported <= high and low <= refuted <= high, (supported, refuted)
+
+
+def test_testing_at_alpha_at_every_look_fails_the_band():
+    """The negative control: without the design's levels, five to sixteen seeds looked at
+    four times err about twice as often as alpha."""
+    rng = np.random.default_rng(0)
+    wrong = 0
+    for _ in range(FEW):
+        a, b = _paired(rng, DESIGN.cap, 0.0)
+        wrong += any(stats.greater(a[:n], b[:n], alpha=ALPHA).supported for n in CPU_LOOKS)
+    assert wrong / FEW > _binomial_band(ALPHA, FEW)[1], wrong / FEW
+
+
+@pytest.mark.parametrize("looks", [CPU_LOOKS, PAPER_LOOKS])
+def test_carried_to_t_the_normal_levels_err_too_often_and_the_calibrated_do_not(looks):
+    """Vectorised (2**18 fresh draws, the band 4.86-5.14%): the normal boundaries used as
+    p-value levels at each look's degrees of freedom err about 5.2-5.3% of the time; the
+    calibrated levels spend alpha."""
+    from cnnconv.stats.sequential import normal_levels, smallest_p_over_level
+
+    draws = 2**18
+    low, high = _binomial_band(ALPHA, draws)
+    normal = normal_levels(looks, ALPHA, "pocock")
+    uncalibrated = np.mean(smallest_p_over_level(looks, normal, np.random.default_rng(1), draws) < 1)
+    calibrated = np.mean(smallest_p_over_level(looks, np.asarray(stats.Design(looks).levels),
+                                               np.random.default_rng(1), draws) < 1)
+    assert uncalibrated > high, uncalibrated
+    assert low <= calibrated <= high, calibrated
+
+
+def test_the_normal_boundaries_spend_alpha_as_stated():
+    """The recursion's boundaries, checked with scipy's multivariate normal: by look k the
+    chance that some z crossed is alpha * ln(1 + (e - 1) n_k / n_K) (Pocock type), and
+    the power family spends alpha * t**2."""
+    from cnnconv.stats.sequential import normal_levels
+
+    n = np.asarray(CPU_LOOKS, dtype=float)
+    correlation = np.sqrt(np.minimum.outer(n, n) / np.maximum.outer(n, n))
+    for spending, spent in (("pocock", np.log1p((np.e - 1) * n / n[-1])), ("power-2", (n / n[-1])**2)):
+        z = sps.norm.isf(normal_levels(CPU_LOOKS, ALPHA, spending))
+        for k in range(len(n)):
+            crossed = 1 - sps.multivariate_normal.cdf(z[:k + 1], np.zeros(k + 1), correlation[:k + 1, :k + 1],
+                                                      abseps=1e-7, releps=0, rng=np.random.default_rng(0))
+            assert crossed == pytest.approx(ALPHA * spent[k], abs=2e-6), (spending, k)
+
+
+def test_the_design_stops_where_decided_and_reports_its_look():
+    design = stats.Design(CPU_LOOKS, ALPHA)
+    asked = []
+
+    def decide(n, level):
+        asked.append(n)
+        x = np.r_[1.0, 2.0, 3.0, -2.5, 1.5, 0.5, 2.0, 1.0, 3.0, 2.0, 1.0, 2.5, 0, 0, 0, 0][:n]
+        return stats.greater(x, 0.0, alpha=level)
+    decided = design.decide(decide)
+    assert asked == [5, 8, 12] and decided.verdict == "supported" and decided.n == 12
+    assert decided.boundary == design.levels[2] == decided.decision.alpha
+    assert decided.as_dict()["look"] == 3 and "look 3 of 4 (12 seeds per arm" in decided.text
+    # undecided to the cap: inconclusive at the last look
+    flat = design.decide(lambda n, level: stats.greater(np.tile([1.0, -1.0], n)[:n], 0.0, alpha=level))
+    assert flat.verdict == "inconclusive" and flat.n == 16
+    # a deterministic claim is decided at once
+    assert design.decide(lambda n, level: stats.exact(3, False)).n == 5
+    # one look: alpha itself; a claim that needs more seeds starts there
+    assert stats.Design((5,), ALPHA).levels == (ALPHA,)
+    assert design.floored(10).looks == (10, 12, 16) and design.floored(25).looks == (25,)
+
+
+def test_a_decision_that_ignores_the_look_level_is_refused():
+    with pytest.raises(ValueError, match=r"not the look's level .*`alpha=alpha`"):
+        DESIGN.decide(lambda n, level: stats.greater(np.arange(n, dtype=float), 10.0))
+
+
+def test_bad_designs_are_refused():
+    with pytest.raises(ValueError, match="unknown spending 'obf'; choose pocock, or power-R"):
+        stats.Design(CPU_LOOKS, spending="obf")
+    with pytest.raises(ValueError, match="increasing"):
+        stats.Design((8, 5))
+    with pytest.raises(ValueError, match="alpha"):
+        stats.Design(CPU_LOOKS, alpha=0.6)
+
+
+def test_operating_characteristics_match_the_decisions():
+    """The design's simulated power and expected seeds (paired t, effect 0.8 sd) agree with
+    the decisions themselves; seeds are saved against always training the cap."""
+    from cnnconv.stats.sequential import operating_characteristics
+
+    oc = operating_characteristics(DESIGN, 0.8)
+    rng = np.random.default_rng(3)
+    outcomes = []
+    for _ in range(FEW):
+        d = rng.normal(0.8, 1.0, DESIGN.cap)
+        decided = DESIGN.decide(lambda n, level: stats.greater(d[:n], 0.0, alpha=level))
+        outcomes.append((decided.supported, decided.n))
+    supported = np.mean([s for s, _ in outcomes])
+    low, high = _binomial_band(oc.supported, FEW)
+    assert low <= supported <= high, (supported, oc)
+    assert np.mean([n for _, n in outcomes]) == pytest.approx(oc.expected_seeds, abs=0.3)
+    assert oc.expected_seeds < 11 and oc.supported > 0.8  # vs 43% power at a fixed 5 seeds

@@ -101,13 +101,23 @@ class Arm:
 
 
 class Arms:
-    """Hands out arms for one claim test, all over the same seeds."""
+    """Hands out arms for one claim test, all over the same seeds: the seeds of the look
+    being decided (``start_look``), or more where the claim asks for a minimum."""
 
     def __init__(self, fetch: Callable[[list[RunSpec], int | None, str], list[RunResult]],
                  seeds: int) -> None:
         self._fetch = fetch
         self.seeds = seeds
+        self.look = ""
+        self.minimum = 0  # the most seeds the claim has asked for (``seeds=``)
         self.requested: list[Arm] = []
+
+    def start_look(self, seeds: int, look: str = "") -> None:
+        """Decide the claim again at ``seeds`` per arm (``look`` names it in progress
+        lines): the arms it asks for now are this look's; stored runs are reused, so
+        only the new seeds train."""
+        self.seeds, self.look = seeds, look
+        self.requested = []
 
     def __call__(self, seeds: int | None = None, stack: int | None = None,
                  **specs: RunSpec) -> list[Arm]:
@@ -118,12 +128,14 @@ class Arms:
         """
         if not specs:
             raise TypeError("name at least one arm, e.g. arms(fp64=spec)")
-        count = max(self.seeds, seeds or 0)
+        self.minimum = max(self.minimum, seeds or 0)
+        count = max(self.seeds, self.minimum)
         arms = []
         for label, spec in specs.items():
             if not isinstance(spec, RunSpec):
                 raise TypeError(f"arm {label!r} must be a RunSpec, got {type(spec).__name__}")
-            runs = self._fetch([spec.replace(seed=seed) for seed in range(count)], stack, label)
+            name = f"{label} ({self.look})" if self.look else label
+            runs = self._fetch([spec.replace(seed=seed) for seed in range(count)], stack, name)
             arms.append(Arm(label, spec.replace(seed=0), runs))
         self.requested.extend(arms)
         return arms

@@ -4,8 +4,10 @@
 of the engine (the ``Planning`` runner): every run an arm asks for is looked up in the run
 store, and the missing ones -- with the distillation teachers they would need -- are
 counted in runs, seed-iterations and FLOPs (``flops``), and priced in seconds from the
-throughput table the benchmarks write (``throughput``). Nothing is trained; every test
-is reported skipped, a claim with what it needs.
+throughput table the benchmarks write (``throughput``). A claim is priced at its first
+look (decided there, it trains no more) and in the worst case, every look up to the cap
+(undecided until the last). Nothing is trained; every test is reported skipped, a claim
+with what it needs.
 
 A claim that picks an arm from earlier results (P4-WARMUP's learning rate) is planned
 from stand-in results: it may pick another arm once trained, of the same cost (the same
@@ -33,25 +35,32 @@ from cnnconv.harness.flops import RunCost, run_cost
 from cnnconv.harness.markers import claim_id_of
 from cnnconv.harness.progress import duration
 from cnnconv.harness.scales import Scale
-from cnnconv.harness.session import ClaimSession
+from cnnconv.harness.session import ClaimSession, DecideAt
 from cnnconv.harness.store import RunStore
 from cnnconv.harness.throughput import ThroughputTable
-from cnnconv.stats import Decision
+from cnnconv.stats import Design, SequentialDecision
 
 
 @dataclass
 class ClaimPlan:
-    """The runs one claim test needs, which the store has, and what the rest cost."""
+    """The runs one claim test needs in the worst case (``needed``) and at its first look
+    (``first``), which the store has, and what the rest cost."""
 
     claim: str
     nodeid: str
     needed: dict[str, RunCost] = field(default_factory=dict)
     stored: set[str] = field(default_factory=set)
+    first: set[str] = field(default_factory=set)
+    requested: set[str] = field(default_factory=set)  # by the claim's latest call
     note: str = ""
 
     @property
     def to_train(self) -> list[RunCost]:
         return [cost for key, cost in self.needed.items() if key not in self.stored]
+
+    @property
+    def to_train_first(self) -> list[RunCost]:
+        return [cost for cost in self.to_train if cost.key in self.first]
 
 
 class Planner:
@@ -84,6 +93,7 @@ class Planner:
             for spec in chunk:
                 cost = run_cost(spec, dataset, max(1, len(todo)))
                 plan.needed.setdefault(cost.key, cost)
+                plan.requested.add(cost.key)
                 if cost.key in stored:
                     plan.stored.add(cost.key)
                     results.append(stored[cost.key])
@@ -151,29 +161,38 @@ def estimate(costs: list[RunCost], table: ThroughputTable) -> Estimate:
     return Estimate(seconds, unpriced, basis)
 
 
-def _plan_row(name: str, needed: int, stored: int, todo: list[RunCost], time: str,
-              about: str) -> str:
-    return (f"{name:<15} {needed:>5} {stored:>6} {len(todo):>8} "
+def _plan_row(name: str, needed: int, stored: int, first: list[RunCost], todo: list[RunCost],
+              times: tuple[str, str], about: str) -> str:
+    return (f"{name:<15} {needed:>5} {stored:>6} {len(first):>6} {len(todo):>6} "
             f"{sum(c.iterations for c in todo):>10,} {sum(c.flops for c in todo):>9.2e} "
-            f"{time:>12}  {about}")
+            f"{times[0]:>12} {times[1]:>12}  {about}")
 
 
 def format_plan(claims: list[ClaimPlan], table: ThroughputTable) -> list[str]:
-    """The plan as terminal lines: one per claim, then the distinct runs in total."""
-    lines = [f"{'claim':<15} {'runs':>5} {'stored':>6} {'to train':>8} {'seed-it':>10} "
-             f"{'FLOPs':>9} {'time':>12}  test"]
+    """The plan as terminal lines: one per claim, then the distinct runs in total. Runs to
+    train and time are given at the first look and in the worst case (every look); runs,
+    seed-iterations and FLOPs count the worst case."""
+    lines = [f"{'':<15} {'':>5} {'':>6} {'to train':>13} {'worst case':>20} "
+             f"{'time':>25}",
+             f"{'claim':<15} {'runs':>5} {'stored':>6} {'first':>6} {'worst':>6} {'seed-it':>10} "
+             f"{'FLOPs':>9} {'first look':>12} {'worst case':>12}  test"]
     everything: dict[str, RunCost] = {}
     stored: set[str] = set()
+    first: set[str] = set()
     for plan in claims:
-        todo = plan.to_train
+        todo, todo_first = plan.to_train, plan.to_train_first
         about = plan.nodeid.split("::")[-1] + (f" ({plan.note})" if plan.note else "")
-        lines.append(_plan_row(plan.claim, len(plan.needed), len(plan.stored), todo,
-                               estimate(todo, table).text(), about))
+        lines.append(_plan_row(plan.claim, len(plan.needed), len(plan.stored), todo_first, todo,
+                               (estimate(todo_first, table).text(), estimate(todo, table).text()),
+                               about))
         everything.update(plan.needed)
         stored |= plan.stored
+        first |= plan.first
     todo = [cost for key, cost in everything.items() if key not in stored]
+    todo_first = [cost for cost in todo if cost.key in first]
     total = estimate(todo, table)
-    lines.append(_plan_row("total", len(everything), len(stored), todo, total.text(),
+    lines.append(_plan_row("total", len(everything), len(stored), todo_first, todo,
+                           (estimate(todo_first, table).text(), total.text()),
                            "(distinct runs: claims share arms)"))
     priced = [basis for basis in total.basis if not basis.startswith("no ")]
     if priced:
@@ -192,7 +211,8 @@ def plan_json(claims: list[ClaimPlan]) -> list[dict[str, Any]]:
     return [{
         "claim": plan.claim, "nodeid": plan.nodeid, "note": plan.note,
         "runs": [{"key": cost.key, "label": cost.spec.label(), "stored": cost.key in plan.stored,
-                  "iterations": cost.iterations, "flops": cost.flops}
+                  "first_look": cost.key in plan.first, "iterations": cost.iterations,
+                  "flops": cost.flops}
                  for cost in plan.needed.values()],
     } for plan in claims]
 
@@ -235,10 +255,23 @@ class Planning:
                 pytest.skip(f"{plan.note} ({error})")
         return Arms(fetch, scale.seeds)
 
-    def conclude(self, item: pytest.Function, decision: Decision) -> None:
+    def decide(self, item: pytest.Function, design: Design, decide_at: DecideAt) -> SequentialDecision:
+        """The claim at its first look, then at its last: what it trains if decided at
+        once, and in the worst case."""
+        plan = self.plans[item.nodeid]
+        plan.requested.clear()
+        first = decide_at(design.looks[0], design.levels[0])
+        plan.first = set(plan.requested)
+        if len(design.looks) > 1:
+            decide_at(design.cap, design.levels[-1])
+        return SequentialDecision(first, design, 0)
+
+    def conclude(self, item: pytest.Function, decided: SequentialDecision) -> None:
         """A decision on stand-ins means nothing: report the claim skipped, with its bill."""
         plan = self.plans[item.nodeid]
-        pytest.skip(f"--cnnconv-plan: {len(plan.needed)} runs needed, {len(plan.to_train)} to train")
+        pytest.skip(f"--cnnconv-plan: {len(plan.needed)} runs needed in the worst case, "
+                    f"{len(plan.to_train_first)} to train at the first look, "
+                    f"{len(plan.to_train)} in the worst case")
 
     def skipped(self, item: pytest.Function) -> None:
         plan = self.plans[item.nodeid]

@@ -22,11 +22,11 @@ import torch
 from cnnconv.harness.arms import Arm
 from cnnconv.harness.markers import claim_id_of, source_of
 from cnnconv.harness.scales import Scale
-from cnnconv.stats import Decision
+from cnnconv.stats import Decision, SequentialDecision
 
 
-def claim_record(item: pytest.Function, decision: Decision, arm_records: list[dict[str, Any]],
-                 regressions: list[Decision]) -> dict[str, Any]:
+def claim_record(item: pytest.Function, decided: SequentialDecision,
+                 arm_records: list[dict[str, Any]], regressions: list[Decision]) -> dict[str, Any]:
     """The record of one claim test, in plain JSON types: under xdist it travels through
     execnet, which serialises only exact built-in types and refuses e.g. numpy.float64."""
     marker = item.get_closest_marker("claim")
@@ -40,7 +40,8 @@ def claim_record(item: pytest.Function, decision: Decision, arm_records: list[di
         "paper": marker.kwargs.get("paper", ""),
         "scale": scale.name if isinstance(scale, Scale) else "",
         "dataset": arm_records[0]["spec"]["dataset"] if arm_records else "",
-        "decision": decision.as_dict(),
+        "decision": decided.decision.as_dict(),
+        "sequential": decided.as_dict(),
         "arms": arm_records,
         "regressions": [r.as_dict() for r in regressions],
     }
@@ -78,11 +79,14 @@ def _number(value: Any) -> Any:
 def junit_properties(record: dict[str, Any]) -> list[tuple[str, object]]:
     """The verdict as JUnit XML properties of the test case (``--junitxml``), so that a CI
     test report shows it without the Markdown report."""
-    d = record["decision"]
+    d, look = record["decision"], record.get("sequential")
     return [("claim", record["id"]), ("scale", record["scale"]), ("dataset", record["dataset"]),
             ("verdict", d["verdict"]), ("effect", d["effect"]), ("effect_name", d["effect_name"]),
             ("ci_low", d["ci"][0]), ("ci_high", d["ci"][1]), ("p_value", d["p_value"]),
-            ("p_against", d["p_against"]), ("n", d["n"]), ("alpha", d["alpha"])]
+            ("p_against", d["p_against"]), ("n", d["n"]), ("alpha", d["alpha"]),
+            *((name, look[key]) for name, key in (("look", "look"), ("seeds", "n"),
+                                                  ("boundary", "boundary"), ("cap", "cap"),
+                                                  ("family_alpha", "alpha")) if look)]
 
 
 def with_outcome(record: dict[str, Any], report: pytest.TestReport) -> dict[str, Any]:
@@ -102,15 +106,24 @@ def record_order(record: dict[str, Any]) -> tuple[str, str, str]:
 def table(records: list[dict[str, Any]]) -> list[str]:
     """The terminal table of verdicts, one line per claim test."""
     lines = [f"{'claim':<16} {'scale':<6} {'data':<13} {'verdict':<13} {'outcome':<8} "
-             f"{'effect [CI]':<34} {'p':>9} {'n':>4}"]
+             f"{'effect [CI]':<34} {'p':>9} {'level':>7} {'seeds':>9}"]
     for record in sorted(records, key=record_order):
         d = record["decision"]
         effect = f"{d['effect']:+.4g} [{d['ci'][0]:+.3g}, {d['ci'][1]:+.3g}]"
         lines.append(
             f"{record['id']:<16} {record['scale'] or '-':<6} {record.get('dataset') or '-':<13} "
             f"{d['verdict']:<13} {record['outcome']:<8} {effect:<34} {d['p_value']:>9.3g} "
-            f"{d['n']:>4}")
+            f"{d['alpha']:>7.3g} {seeds_of(record):>9}")
     return lines
+
+
+def seeds_of(record: dict[str, Any]) -> str:
+    """The seeds per arm a claim was decided at, and the cap: ``8 of 16`` (or the
+    decision's n, for a claim without arms)."""
+    look = record.get("sequential")
+    if not look or look["cap"] <= 1:
+        return str(record["decision"]["n"])
+    return f"{look['n']} of {look['cap']}" if len(look["looks"]) > 1 else str(look["n"])
 
 
 def write_json(path: Path, alpha: float, **content: Any) -> None:

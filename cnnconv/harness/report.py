@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats as sps
 
+from cnnconv.harness.records import seeds_of
 from cnnconv.harness.store import RunStore
 
 LEGEND_ARMS = 12
@@ -119,11 +120,14 @@ def write_report(records: list[dict[str, Any]], store: RunStore, path: Path) -> 
         "Each claim from `CLAIMS.md` tested over seeds. Verdicts: *supported* (the test "
         "rejects at alpha), *refuted* (the data significantly contradict the claim), "
         "*inconclusive* (neither; the seeds that would settle it are estimated). "
-        "CIs are two-sided at 1 - 2 alpha. Data is CIFAR-10 (JPEG) unless a claim says "
-        "otherwise.",
+        "A claim is decided at looks of growing seed counts, each at a level (p must fall "
+        "below it) that keeps every verdict wrong at most alpha of the time over all looks; "
+        "*seeds* is the look it was decided at, of the most it could train. "
+        "CIs are two-sided at 1 - 2 level (repeated confidence intervals). Data is CIFAR-10 "
+        "(JPEG) unless a claim says otherwise.",
         "",
-        "| claim | scale | data | verdict | test outcome | effect [CI] | p | n |",
-        "|---|---|---|---|---|---|---|---|",
+        "| claim | scale | data | verdict | test outcome | effect [CI] | p | level | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for record in records:
         d = record["decision"]
@@ -132,7 +136,8 @@ def write_report(records: list[dict[str, Any]], store: RunStore, path: Path) -> 
             f"| [{record['id']}](#{anchor}) | {record['scale'] or '-'} | "
             f"{record.get('dataset') or '-'} | **{d['verdict']}** | "
             f"{record.get('outcome', '')} | {d['effect']:+.4g} [{d['ci'][0]:+.3g}, "
-            f"{d['ci'][1]:+.3g}] | {d['p_value']:.3g} | {d['n']} |")
+            f"{d['ci'][1]:+.3g}] | {d['p_value']:.3g} | {d['alpha']:.3g} | "
+            f"{seeds_of(record)} |")
     for record in records:
         d = record["decision"]
         figure = figures / f"{_anchor(record)}.png"
@@ -140,8 +145,10 @@ def write_report(records: list[dict[str, Any]], store: RunStore, path: Path) -> 
                   "", f"> {record['sentence']}", ""]
         if record.get("paper"):
             lines += [f"**Source ({record['source']}):** {record['paper']}", ""]
+        look = record.get("sequential")
         lines += [f"**Verdict: {d['verdict']}** (test {record.get('outcome', '')})", "", "```",
-                  d["text"], *("  " + part["text"] for part in d["parts"]), "```", ""]
+                  d["text"], *("  " + part["text"] for part in d["parts"]),
+                  *([f"[{look['text']}]"] if look else []), "```", ""]
         lines += _metric_table(record)
         for regression in record.get("regressions", []):
             lines.append(f"\n**Regression against the baseline:** {regression['text']}")

@@ -26,7 +26,10 @@ from cnnconv.harness.paths import default_store_dir
 if TYPE_CHECKING:  # types only: importing them would import torch
     from cnnconv.harness.arms import Arms
     from cnnconv.harness.scales import Scale
-    from cnnconv.stats import Decision
+    from cnnconv.stats import Decision, Design, SequentialDecision
+
+# What a look asks of the claim: its decision at n seeds per arm, taken at a level.
+DecideAt = Callable[[int, float], "Decision"]
 
 # The user property of a claim test's report that carries its record (``records``).
 RECORD = "cnnconv"
@@ -44,7 +47,11 @@ class ClaimRunner(Protocol):
     def arms(self, item: pytest.Item, scale: Scale) -> Arms:
         """The ``arms`` fixture of a claim test at ``scale``."""
 
-    def conclude(self, item: pytest.Function, decision: Decision) -> None:
+    def decide(self, item: pytest.Function, design: Design, decide_at: DecideAt) -> SequentialDecision:
+        """The claim decided at the design's looks -- or, when planning, its first look
+        and its last (the worst case) counted."""
+
+    def conclude(self, item: pytest.Function, decided: SequentialDecision) -> None:
         """What a claim's decision becomes: recorded, and the test failed unless the
         claim is supported -- or, when planning, discarded and the test skipped."""
 

@@ -28,9 +28,9 @@ from cnnconv.harness.arms import Arms
 from cnnconv.harness.markers import claim_id_of
 from cnnconv.harness.progress import ProgressLine, TerminalDisplay
 from cnnconv.harness.scales import Scale
-from cnnconv.harness.session import RECORD, ClaimSession
+from cnnconv.harness.session import RECORD, ClaimSession, DecideAt
 from cnnconv.harness.store import RunStore
-from cnnconv.stats import Decision
+from cnnconv.stats import Decision, Design, SequentialDecision
 
 ARMS = pytest.StashKey[Arms]()
 
@@ -127,19 +127,24 @@ class Training:
 
     # -- decisions -------------------------------------------------------------------
 
-    def conclude(self, item: pytest.Function, decision: Decision) -> None:
+    def decide(self, item: pytest.Function, design: Design, decide_at: DecideAt) -> SequentialDecision:
+        """Look after look until the verdict is decided; each look trains only its new
+        seeds (the earlier ones are in the store)."""
+        return design.decide(decide_at)
+
+    def conclude(self, item: pytest.Function, decided: SequentialDecision) -> None:
         """Record the decision, compared with the baseline; fail unless supported."""
         claim_id = claim_id_of(item)
         assert claim_id is not None
         factory = item.stash.get(ARMS, None)
         arm_records = [records.arm_record(arm) for arm in (factory.requested if factory else [])]
         regressions = self.regressions(item, arm_records)
-        record = records.claim_record(item, decision, arm_records, regressions)
+        record = records.claim_record(item, decided, arm_records, regressions)
         item.user_properties.append((RECORD, record))
         item.user_properties.extend(records.junit_properties(record))
         problems = []
-        if not decision.supported:
-            problems.append(f"{claim_id} {decision.verdict.upper()}\n{decision.explain()}")
+        if not decided.supported:
+            problems.append(f"{claim_id} {decided.verdict.upper()}\n{decided.explain()}")
         for regression in regressions:
             problems.append(f"regression against baseline: {regression.text}")
         if problems:

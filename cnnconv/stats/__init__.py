@@ -17,6 +17,8 @@ modules, by the kind of claim:
 - ``counts``: ``most_often``; ``trends``: ``trend`` (Kendall's tau)
 - ``contrast``: the t estimate and sample checks they share; ``power_one_sided``,
   ``seeds_needed``
+- ``sequential``: ``Design``, looks at growing seed counts with levels that keep each
+  verdict wrong at most alpha of the time over all of them; ``SequentialDecision``
 """
 
 from cnnconv.stats.contrast import power_one_sided, seeds_needed
@@ -36,12 +38,14 @@ from cnnconv.stats.decision import (
 from cnnconv.stats.directional import greater, less
 from cnnconv.stats.equivalence import equivalent, std_interval, std_within, within
 from cnnconv.stats.multiple import all_of, argmax_within, holm, interior_maximum, ordered
+from cnnconv.stats.sequential import Design, SequentialDecision
 from cnnconv.stats.summaries import bootstrap_ci, jitter, slope, window_mean
 from cnnconv.stats.trends import trend
 
 __all__ = [
     "INCONCLUSIVE", "MAX_SEEDS", "NO_SPREAD", "REFUTED", "SUPPORTED", "TARGET_POWER",
-    "Decision", "PowerFunction", "all_of", "argmax_within", "bootstrap_ci", "equivalent",
+    "Decision", "Design", "PowerFunction", "SequentialDecision",
+    "all_of", "argmax_within", "bootstrap_ci", "equivalent",
     "exact", "greater", "holm", "interior_maximum", "jitter", "less", "most_often", "ordered",
     "power_one_sided", "seeds_needed", "slope", "smallest_n", "std_interval", "std_within",
     "trend", "window_mean", "within",
