@@ -122,6 +122,109 @@ def test_baseline_comparison_catches_a_regression(claims_run, tmp_path):
     new.stdout.fnmatch_lines(["*T-WRONG-cpu[]] is not in baseline 'part', so nothing was compared*"])
 
 
+SEQUENTIAL = '''
+import numpy as np
+import pytest
+from cnnconv import stats
+from cnnconv.engine.spec import RunSpec
+
+# One number per seed, fixed by the seed: the claim "mean > 0" is undecided at 5 and 8
+# seeds (p 0.17, 0.054) and supported at 12 (p 0.0034) at the cpu looks' levels.
+VALUES = np.r_[1.0, 2.0, 3.0, -2.5, 1.5, 0.5, 2.0, 1.0, 3.0, 2.0, 1.0, 2.5, 0, 0, 0, 0]
+
+def spec(scale, lr):
+    return RunSpec(model="lenet5", dataset="synthetic", precision="fp32", batch_size=32,
+                   iterations=3, lr=lr, device=scale.device)
+
+def values(arm):
+    return VALUES[[run.spec.seed for run in arm.runs]]
+
+@pytest.mark.claim("T-LATE")
+def test_late(arms, scale, alpha):
+    (a,) = arms(a=spec(scale, 0.05))
+    return stats.greater(values(a), 0.0, alpha=alpha)
+
+@pytest.mark.claim("T-NEVER")
+def test_never(arms, scale, alpha):
+    (b,) = arms(b=spec(scale, 0.01))
+    return stats.greater(np.tile([1.0, -1.0], 8)[:b.n], 0.0, alpha=alpha)
+
+@pytest.mark.claim("T-DEAF")
+def test_deaf(arms, scale):
+    (a,) = arms(a=spec(scale, 0.05))
+    return stats.greater(values(a), 0.0)
+'''
+
+
+def test_a_claim_is_decided_at_the_first_look_that_decides_it(pytester, tmp_path):
+    """Sequential by default: T-LATE is supported at the third look (12 seeds), each look
+    training only its new seeds; T-NEVER stays undecided to the cap; a claim that ignores
+    the look's level is an error that says so. The look shows in the progress lines, the
+    table, the JSON and the JUnit properties."""
+    from cnnconv.stats import Design
+
+    pytester.makepyfile(test_sequential=SEQUENTIAL)
+    store = tmp_path / "store"
+    result = pytester.runpytest_inprocess(
+        f"--cnnconv-store={store}", "--cnnconv-scale=cpu", f"--cnnconv-json={tmp_path / 'v.json'}",
+        f"--junitxml={tmp_path / 'junit.xml'}", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+    result.assert_outcomes(passed=1, failed=2)
+    levels = Design((5, 8, 12, 16)).levels
+    result.stdout.fnmatch_lines([
+        "T-LATE a (look 1/4): trained 5 seed(s) x 3 it*",
+        "T-LATE a (look 2/4): trained 3 seed(s) x 3 it*",
+        "T-LATE a (look 3/4): trained 4 seed(s) x 3 it*",
+        "T-NEVER b (look 4/4): trained 4 seed(s)*",
+        "*look 4 of 4 (16 seeds per arm, level 0.0194, cap 16*",
+        "*at look 1 (n=5) was taken at alpha 0.05, not the look's level 0.01985*`alpha=alpha`*",
+        "T-LATE * supported * passed * 0.00337 * 0.0185 * 12 of 16",
+        "T-NEVER * inconclusive * failed * 0.0194 * 16 of 16",
+    ])
+    verdicts = {v["id"]: v for v in json.loads((tmp_path / "v.json").read_text())["claims"]}
+    late = verdicts["T-LATE"]
+    assert late["sequential"] | {"text": ""} == {
+        "look": 3, "looks": [5, 8, 12, 16], "n": 12, "boundary": levels[2], "levels": list(levels),
+        "cap": 16, "alpha": 0.05, "spending": "pocock", "text": ""}
+    assert late["decision"]["alpha"] == levels[2] and len(late["arms"][0]["keys"]) == 12
+    journal = (store / "computed.jsonl").read_text().splitlines()
+    assert len(journal) == 12 + 16  # each seed trained once, whatever the looks
+    properties = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+                  for case in ElementTree.parse(tmp_path / "junit.xml").getroot().iter("testcase")}
+    late_properties = properties["test_late[T-LATE-cpu]"]
+    assert (late_properties["look"], late_properties["seeds"], late_properties["cap"]) == ("3", "12", "16")
+    assert float(late_properties["boundary"]) == pytest.approx(levels[2])
+    # --cnnconv-max-seeds caps the looks; --cnnconv-seeds decides at one look, at alpha
+    capped = pytester.runpytest_inprocess(
+        f"--cnnconv-store={store}", "--cnnconv-scale=cpu", "--cnnconv-max-seeds=8", "-k", "LATE",
+        f"--cnnconv-json={tmp_path / 'capped.json'}")
+    capped.assert_outcomes(failed=1)
+    (record,) = json.loads((tmp_path / "capped.json").read_text())["claims"]
+    assert record["sequential"]["looks"] == [5, 8] and record["decision"]["verdict"] == "inconclusive"
+    fixed = pytester.runpytest_inprocess(
+        f"--cnnconv-store={store}", "--cnnconv-scale=cpu", "--cnnconv-seeds=12", "-k", "LATE",
+        f"--cnnconv-json={tmp_path / 'fixed.json'}")
+    fixed.assert_outcomes(passed=1)
+    (record,) = json.loads((tmp_path / "fixed.json").read_text())["claims"]
+    assert record["sequential"]["looks"] == [12] and record["decision"]["alpha"] == 0.05
+    assert (store / "computed.jsonl").read_text().splitlines() == journal  # all from the store
+
+
+def test_the_plan_prices_the_first_look_and_the_worst_case(pytester, tmp_path):
+    pytester.makepyfile(test_sequential=SEQUENTIAL)
+    plan = pytester.runpytest_inprocess(
+        f"--cnnconv-store={tmp_path / 'store'}", "--cnnconv-scale=cpu", "--cnnconv-plan",
+        "-k", "LATE or NEVER",
+        f"--cnnconv-json={tmp_path / 'plan.json'}", f"--cnnconv-throughput-table={tmp_path / 'no.json'}")
+    plan.stdout.fnmatch_lines([
+        "claim*runs*stored*first*worst*seed-it*FLOPs*first look*worst case*test",
+        "T-LATE * 16 * 0 * 5 * 16 * 48 *",
+        "total * 32 * 0 * 10 * 32 * 96 *",
+    ])
+    planned = json.loads((tmp_path / "plan.json").read_text())["plan"]
+    runs = [run for claim in planned for run in claim["runs"]]
+    assert len(runs) == 32 and sum(run["first_look"] for run in runs) == 10
+
+
 def test_a_claims_id_names_its_test_and_selects_it(claims_run):
     listed = claims_run("--collect-only", "-q", "-k", "T-LEARN")
     listed.stdout.fnmatch_lines(["test_claims.py::test_training_beats_a_frozen_model[[]T-LEARN-cpu[]]",

@@ -524,7 +524,8 @@ def _sequential_rates(draw, decide, trials, design=DESIGN, seed=0):
     counts = {"supported": 0, "refuted": 0, "inconclusive": 0}
     for _ in range(trials):
         data = draw(rng, design.cap)
-        counts[design.decide(lambda n, level: decide(*(x[:n] for x in data), alpha=level)).verdict] += 1
+        decided = design.decide(lambda n, level, data=data: decide(*(x[:n] for x in data), alpha=level))
+        counts[decided.verdict] += 1
     return counts["supported"] / trials, counts["refuted"] / trials
 
 
@@ -686,7 +687,7 @@ def test_operating_characteristics_match_the_decisions():
     outcomes = []
     for _ in range(FEW):
         d = rng.normal(0.8, 1.0, DESIGN.cap)
-        decided = DESIGN.decide(lambda n, level: stats.greater(d[:n], 0.0, alpha=level))
+        decided = DESIGN.decide(lambda n, level, d=d: stats.greater(d[:n], 0.0, alpha=level))
         outcomes.append((decided.supported, decided.n))
     supported = np.mean([s for s, _ in outcomes])
     low, high = _binomial_band(oc.supported, FEW)
