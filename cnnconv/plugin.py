@@ -1,10 +1,13 @@
 """The pytest plugin (entry point ``pytest11: cnnconv``): claims as tests.
 
 A claim test is marked ``@pytest.mark.claim("ID", source=..., sentence=..., paper=...)``
-and returns a ``stats.Decision``. The plugin calls it and hands the decision to the
-session's runner (``harness.session``), which records it and fails the test unless the
-verdict is "supported" (the message says refuted or inconclusive, and why) -- or, under
-``--cnnconv-plan``, counts what the claim would train and skips it. ``xfail_at_scale``
+and returns a ``stats.Decision``. The plugin calls it at the looks of its scale (5, 8, 12
+and 16 seeds per arm at cpu scale; ``stats.Design``), with its arms extended to the look's
+seeds and ``alpha`` set to the look's level, until the verdict is decided; and hands the
+decision to the session's runner (``harness.session``), which records it and fails the
+test unless the verdict is "supported" (the message says refuted or inconclusive, at
+which look, and why) -- or, under ``--cnnconv-plan``, counts what the claim would train
+at its first look and in the worst case, and skips it. ``xfail_at_scale``
 marks a claim known not to replicate at a scale, as a strict xfail.
 
 Tests that take the ``scale`` fixture run once per selected scale: ``cpu`` (real data,

@@ -9,7 +9,9 @@ A decision holds two p-values and reads a three-way verdict from them:
 - ``inconclusive``: neither. ``seeds_needed`` estimates how many seeds give 80% power at
   level alpha *if the true effect is the one observed* -- a rough guide, since with few
   seeds the observed effect is itself noisy; None where more seeds cannot help (the effect
-  points away from the claim, or every seed gives the same value).
+  points away from the claim, or every seed gives the same value). Decided by a
+  sequential design (``sequential``), alpha is the level of the look it stopped at, so
+  after the last look the estimate is for one test at this design's last level.
 
 Confidence intervals are two-sided at level ``1 - 2*alpha`` (90% at alpha 0.05): the
 interval that agrees with the one-sided tests and with TOST at ``alpha``.
