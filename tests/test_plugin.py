@@ -209,6 +209,17 @@ def test_a_claim_is_decided_at_the_first_look_that_decides_it(pytester, tmp_path
     assert (store / "computed.jsonl").read_text().splitlines() == journal  # all from the store
 
 
+def test_seeds_options_shape_the_looks():
+    from cnnconv.harness.scales import SCALES
+
+    cpu, paper = SCALES["cpu"], SCALES["paper"]
+    assert (cpu.looks, paper.looks, cpu.seeds, paper.seeds) == ((5, 8, 12, 16), (8, 12, 16, 24), 5, 8)
+    assert cpu.with_seeds(cap=10).looks == (5, 8, 10) and cpu.with_seeds(cap=5).looks == (5,)
+    assert cpu.with_seeds(cap=24).looks == (5, 8, 12, 16, 24) and cpu.with_seeds(cap=3).looks == (3,)
+    assert cpu.with_seeds(fixed=7).looks == (7,) and cpu.with_seeds(fixed=7, cap=6).looks == (6,)
+    assert cpu.with_seeds() == cpu
+
+
 def test_the_plan_prices_the_first_look_and_the_worst_case(pytester, tmp_path):
     pytester.makepyfile(test_sequential=SEQUENTIAL)
     plan = pytester.runpytest_inprocess(
@@ -258,6 +269,7 @@ def test_the_projects_claims_select_by_id(pytester, args, prefix, count):
     ("--cnnconv-alpha=nan", "--cnnconv-alpha must be a finite number in (0, 1), got nan"),
     ("--cnnconv-seeds=1", "--cnnconv-seeds must be an integer >= 2, got 1"),
     ("--cnnconv-seeds=two", "--cnnconv-seeds takes an integer, got 'two'"),
+    ("--cnnconv-max-seeds=1", "--cnnconv-max-seeds must be an integer >= 2, got 1"),
     ("--cnnconv-stack=-1", "--cnnconv-stack must be an integer >= 0, got -1"),
     ("--cnnconv-compare-margin=inf", "--cnnconv-compare-margin must be a finite number >= 0"),
 ])
