@@ -269,9 +269,12 @@ class Planning:
     def conclude(self, item: pytest.Function, decided: SequentialDecision) -> None:
         """A decision on stand-ins means nothing: report the claim skipped, with its bill."""
         plan = self.plans[item.nodeid]
-        pytest.skip(f"--cnnconv-plan: {len(plan.needed)} runs needed in the worst case, "
-                    f"{len(plan.to_train_first)} to train at the first look, "
-                    f"{len(plan.to_train)} in the worst case")
+        first, worst = len(plan.to_train_first), len(plan.to_train)
+        if first == worst and len(plan.first) == len(plan.needed):  # one look
+            pytest.skip(f"--cnnconv-plan: {len(plan.needed)} runs needed, {worst} to train")
+        pytest.skip(f"--cnnconv-plan: {len(plan.first)} runs needed at the first look, "
+                    f"{len(plan.needed)} at the last; {first} to train at the first, {worst} "
+                    "in the worst case")
 
     def skipped(self, item: pytest.Function) -> None:
         plan = self.plans[item.nodeid]
