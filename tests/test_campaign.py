@@ -24,6 +24,7 @@ def test_claim_steps_run_at_paper_scale_and_report_per_source(tmp_path):
     places = campaign.Places(report=tmp_path)
     (command,) = campaign.commands("P2", places)
     assert "claims" in command and "--cnnconv-source=P2" in command
+    assert "--cnnconv-max-seeds=8" in command  # the first look: what a step is priced for
     assert "--cnnconv-scale=paper" in command
     assert f"--cnnconv-json={tmp_path / 'paper-P2' / 'verdicts.json'}" in command
     # no computation may outlast a step: P3's longest runs train one seed at a time

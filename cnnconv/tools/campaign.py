@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from cnnconv.harness.scales import SCALES
+
 # The sources, in the order their claims run: P0 first, then cheapest first.
 SOURCES = ("P0", "P1", "GEMM", "P2", "P4", "P3")
 STEPS = ["doctor", "bench", *SOURCES]
@@ -42,6 +44,7 @@ GRACE = 30.0  # seconds a step cut off at its limit gets to write what it finish
 # runs (its strict-fp32 arm, its 2x-wide distillation teacher) and P2-94's 25 seeds of
 # ResNet-9 would not, by the per-seed estimates in benchmarks/README.md (paper_cost.py).
 STACK = {"P2": 8, "P3": 1}
+FIRST_LOOK = SCALES["paper"].seeds  # seeds per arm of a claim step (see ``commands``)
 # The bench step in parts, one pytest process each (``-k`` of the gpu-marked benchmarks;
 # tests/test_campaign.py checks that they select each exactly once): a part's JSON counts
 # only once its process has ended by itself (one stopped at the limit still writes the
@@ -105,11 +108,14 @@ def commands(step: str, places: Places) -> list[list[str]]:
                 for part, selection in BENCH_PARTS.items()
                 if not bench_part(places.benchmarks, part).exists()]
     out = places.report / f"paper-{step}"
-    # not -q: the progress line of each arm shows what a long step is doing
+    # not -q: the progress line of each arm shows what a long step is doing. One look of 8
+    # seeds, the paper scale's first: its steps are priced to fit a lent GPU's minutes at 8
+    # seeds, and the later looks (up to 24) would triple an undecided claim's bill; a
+    # runner with the time runs `pytest claims -m gpu` sequentially.
     stack = [f"--cnnconv-stack={STACK[step]}"] if step in STACK else []
     return [_pytest(str(places.claims), f"--cnnconv-source={step}", "--cnnconv-scale=paper",
-                    "-m", "gpu", *stack, f"--cnnconv-report={out / 'README.md'}",
-                    f"--cnnconv-json={out / 'verdicts.json'}")]
+                    f"--cnnconv-max-seeds={FIRST_LOOK}", "-m", "gpu", *stack,
+                    f"--cnnconv-report={out / 'README.md'}", f"--cnnconv-json={out / 'verdicts.json'}")]
 
 
 def _unfinished(part: Path) -> Path:
