@@ -656,8 +656,17 @@ def test_the_design_stops_where_decided_and_reports_its_look():
     # undecided to the cap: inconclusive at the last look
     flat = design.decide(lambda n, level: stats.greater(np.tile([1.0, -1.0], n)[:n], 0.0, alpha=level))
     assert flat.verdict == "inconclusive" and flat.n == 16
-    # a deterministic claim is decided at once
+    # a deterministic claim is decided at once; one that has a sampled part is not
     assert design.decide(lambda n, level: stats.exact(3, False)).n == 5
+    mixed = design.decide(lambda n, level: stats.all_of([
+        stats.exact(3, True, alpha=level), stats.greater(np.tile([1.0, -1.0], n)[:n], 0.0, alpha=level)]))
+    assert mixed.verdict == "inconclusive" and mixed.n == 16
+    with pytest.raises(ValueError, match="look's level"):  # nor may its sampled part ignore the level
+        design.decide(lambda n, level: stats.all_of([stats.exact(3, True),
+                                                     stats.greater(np.arange(n) * 1.0, 9)]))
+    # where every seed gives the same value, more seeds cannot settle it: it stops there
+    same = design.decide(lambda n, level: stats.greater(np.ones(n), 1.0, alpha=level))
+    assert same.verdict == "inconclusive" and same.n == 5
     # one look: alpha itself; a claim that needs more seeds starts there
     assert stats.Design((5,), ALPHA).levels == (ALPHA,)
     assert design.floored(10).looks == (10, 12, 16) and design.floored(25).looks == (25,)

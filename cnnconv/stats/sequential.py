@@ -47,7 +47,7 @@ from scipy import optimize, special
 from scipy import stats as sps
 
 from cnnconv.stats.contrast import check_alpha
-from cnnconv.stats.decision import INCONCLUSIVE, Decision
+from cnnconv.stats.decision import INCONCLUSIVE, NO_SPREAD, Decision
 
 CALIBRATION_DRAWS = 2**18
 # The grid the normal boundaries integrate on: points per standard deviation of the first
@@ -111,15 +111,21 @@ class Design:
 
     def decide(self, decide_at: Callable[[int, float], Decision]) -> SequentialDecision:
         """``decide_at(n, level)`` at each look until a verdict is reached (or the last
-        look); ``decide_at`` must take its decision at ``level``."""
+        look); ``decide_at`` must take its decision at ``level``.
+
+        It stops early, undecided, where more seeds cannot help: a deterministic decision
+        (n = 1 in every part: a count, no sampling), or one whose every seed gave the same
+        value (``NO_SPREAD``). Stopping undecided never adds a wrong verdict.
+        """
         for look, (n, level) in enumerate(zip(self.looks, self.levels)):
             decision = decide_at(n, level)
-            if decision.n > 1 and not math.isclose(decision.alpha, level, rel_tol=1e-12):
+            deterministic = _deterministic(decision)
+            if not deterministic and not math.isclose(decision.alpha, level, rel_tol=1e-12):
                 raise ValueError(
                     f"a decision at look {look + 1} (n={n}) was taken at alpha {decision.alpha:g}, "
                     f"not the look's level {level:.4g}: pass the level on to every test "
                     "(in a claim, `alpha=alpha` in each stats call)")
-            if decision.verdict != INCONCLUSIVE or decision.n <= 1:
+            if decision.verdict != INCONCLUSIVE or deterministic or decision.note == NO_SPREAD:
                 break
         return SequentialDecision(decision, self, look)
 
@@ -127,6 +133,11 @@ class Design:
         levels = ", ".join(f"{level:.3g}" for level in self.levels)
         return (f"looks at {'/'.join(map(str, self.looks))} seeds, {self.spending} spending, "
                 f"levels {levels} (at most alpha {self.alpha:g} wrong over all looks)")
+
+
+def _deterministic(decision: Decision) -> bool:
+    """No sampling in it: n = 1 in the decision and in every part of it."""
+    return decision.n <= 1 and all(_deterministic(part) for part in decision.parts)
 
 
 @dataclass(frozen=True)
