@@ -75,7 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cnnconv-max-seeds", type=option_number("--cnnconv-max-seeds", 2, integer=True),
                     metavar="N",
                     help="the most seeds per arm a claim trains: the looks below N, then N "
-                         "(default: the scale's last look)")
+                         "(default: the scale's last look; a claim that asks its arms for "
+                         "more, arms(seeds=M), starts at M)")
     group.addoption("--cnnconv-alpha", type=option_number("--cnnconv-alpha", 0, 1, low_open=True),
                     default=0.05, metavar="ALPHA",
                     help="significance level of every decision, in (0, 1) (default 0.05)")
@@ -299,13 +300,20 @@ def decide_claim(item: pytest.Function, runner: ClaimRunner) -> SequentialDecisi
         if arms is not None:
             look = design.looks.index(seeds) + 1
             arms.start_look(seeds, f"look {look}/{len(design.looks)}" if len(design.looks) > 1 else "")
-        return call_claim(item, level)
+        decision = call_claim(item, level)
+        if arms is not None and arms.minimum > design.looks[0]:
+            raise _MoreSeeds  # its seeds are trained: decide again from there
+        return decision
 
-    decided = runner.decide(item, design, decide_at)
-    if arms is not None and arms.minimum > design.looks[0]:  # the claim needs more seeds
+    try:
+        return runner.decide(item, design, decide_at)
+    except _MoreSeeds:
         design = design.floored(arms.minimum)
-        decided = runner.decide(item, design, decide_at)
-    return decided
+        return runner.decide(item, design, decide_at)
+
+
+class _MoreSeeds(Exception):
+    """A claim asked its arms for more seeds than its first look has."""
 
 
 def call_claim(item: pytest.Function, alpha: float) -> Decision:

@@ -149,6 +149,11 @@ def test_never(arms, scale, alpha):
     (b,) = arms(b=spec(scale, 0.01))
     return stats.greater(np.tile([1.0, -1.0], 8)[:b.n], 0.0, alpha=alpha)
 
+@pytest.mark.claim("T-MIN")
+def test_needs_ten(arms, scale, alpha):
+    (c,) = arms(seeds=10, c=spec(scale, 0.02))
+    return stats.greater(values(c), 0.0, alpha=alpha)
+
 @pytest.mark.claim("T-DEAF")
 def test_deaf(arms, scale):
     (a,) = arms(a=spec(scale, 0.05))
@@ -167,7 +172,8 @@ def test_a_claim_is_decided_at_the_first_look_that_decides_it(pytester, tmp_path
     store = tmp_path / "store"
     result = pytester.runpytest_inprocess(
         f"--cnnconv-store={store}", "--cnnconv-scale=cpu", f"--cnnconv-json={tmp_path / 'v.json'}",
-        f"--junitxml={tmp_path / 'junit.xml'}", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+        f"--junitxml={tmp_path / 'junit.xml'}", "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        "-k", "not MIN")
     result.assert_outcomes(passed=1, failed=2)
     levels = Design((5, 8, 12, 16)).levels
     result.stdout.fnmatch_lines([
@@ -218,6 +224,18 @@ def test_seeds_options_shape_the_looks():
     assert cpu.with_seeds(cap=24).looks == (5, 8, 12, 16, 24) and cpu.with_seeds(cap=3).looks == (3,)
     assert cpu.with_seeds(fixed=7).looks == (7,) and cpu.with_seeds(fixed=7, cap=6).looks == (6,)
     assert cpu.with_seeds() == cpu
+
+
+def test_a_claim_that_needs_more_seeds_starts_its_looks_there(pytester, tmp_path):
+    pytester.makepyfile(test_sequential=SEQUENTIAL)
+    result = pytester.runpytest_inprocess(
+        f"--cnnconv-store={tmp_path / 'store'}", "--cnnconv-scale=cpu", "-k", "MIN",
+        f"--cnnconv-json={tmp_path / 'v.json'}")
+    result.assert_outcomes(passed=1)  # p 0.012 at 10 seeds, level 0.0357
+    result.stdout.fnmatch_lines(["T-MIN c (look 1/4): trained 10 seed(s)*"])
+    (record,) = json.loads((tmp_path / "v.json").read_text())["claims"]
+    assert record["sequential"]["looks"] == [10, 12, 16] and record["sequential"]["look"] == 1
+    assert len((tmp_path / "store" / "computed.jsonl").read_text().splitlines()) == 10
 
 
 def test_the_plan_prices_the_first_look_and_the_worst_case(pytester, tmp_path):

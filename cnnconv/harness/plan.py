@@ -90,8 +90,10 @@ class Planner:
             stored = {} if fresh else {
                 spec.key(): run for spec in chunk if (run := self.store.get(spec)) is not None}
             todo = [spec for spec in chunk if spec.key() not in stored]
+            # a computation holds the runs no earlier look has planned (those train there)
+            new = [spec for spec in todo if spec.key() not in plan.needed]
             for spec in chunk:
-                cost = run_cost(spec, dataset, max(1, len(todo)))
+                cost = run_cost(spec, dataset, max(1, len(new)))
                 plan.needed.setdefault(cost.key, cost)
                 plan.requested.add(cost.key)
                 if cost.key in stored:
@@ -256,14 +258,14 @@ class Planning:
         return Arms(fetch, scale.seeds)
 
     def decide(self, item: pytest.Function, design: Design, decide_at: DecideAt) -> SequentialDecision:
-        """The claim at its first look, then at its last: what it trains if decided at
-        once, and in the worst case."""
+        """The claim at its first look, then at each later one: what it trains if decided
+        at once, and in the worst case (each look's new seeds as one computation)."""
         plan = self.plans[item.nodeid]
         plan.requested.clear()
         first = decide_at(design.looks[0], design.levels[0])
         plan.first = set(plan.requested)
-        if len(design.looks) > 1:
-            decide_at(design.cap, design.levels[-1])
+        for seeds, level in zip(design.looks[1:], design.levels[1:]):
+            decide_at(seeds, level)
         return SequentialDecision(first, design, 0)
 
     def conclude(self, item: pytest.Function, decided: SequentialDecision) -> None:
