@@ -551,12 +551,15 @@ def test_the_long_scale_runs_p0_at_the_source_iteration_counts(pytester, cifar_d
     result.assert_outcomes(skipped=3)
     result.stdout.fnmatch_lines([
         "*[[]P0-PREC-2-long-cifar10[]] SKIPPED*", "*[[]P0-PREC-2-long-fashion-mnist[]] SKIPPED*",
-        "*[[]P1-LR-2-long[]] SKIPPED*", "*--cnnconv-plan: 10 runs needed, 10 to train",
+        "*[[]P1-LR-2-long[]] SKIPPED*",
+        "*--cnnconv-plan: 10 runs needed at the first look, 32 at the last; 10 to train at the "
+        "first, 32 in the worst case",
         "SKIPPED [[]2[]] *: scale long covers P0/P4 on cifar10 only; run this claim "
         "at another scale (--cnnconv-scale=cpu or paper)"])
     runs = [run for claim in json.loads((tmp_path / "plan.json").read_text())["plan"]
             for run in claim["runs"]]
-    assert sorted(run["iterations"] for run in runs) == [5000] * 5 + [8000] * 5
+    assert sorted(run["iterations"] for run in runs) == [5000] * 16 + [8000] * 16  # to the cap
+    assert sorted(run["iterations"] for run in runs if run["first_look"]) == [5000] * 5 + [8000] * 5
     assert all(run["label"].startswith("resnet18(width=8) cifar10 ") for run in runs)
 
 
