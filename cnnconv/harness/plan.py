@@ -190,8 +190,8 @@ def format_plan(claims: list[ClaimPlan], table: ThroughputTable) -> list[str]:
         everything.update(plan.needed)
         stored |= plan.stored
         first |= plan.first
-    todo = [cost for key, cost in everything.items() if key not in stored]
-    todo_first = [cost for cost in todo if cost.key in first]
+    overall = ClaimPlan("total", "", everything, stored, first)
+    todo, todo_first = overall.to_train, overall.to_train_first
     total = estimate(todo, table)
     lines.append(_plan_row("total", len(everything), len(stored), todo_first, todo,
                            (estimate(todo_first, table).text(), total.text()),

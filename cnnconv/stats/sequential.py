@@ -129,11 +129,6 @@ class Design:
                 break
         return SequentialDecision(decision, self, look)
 
-    def text(self) -> str:
-        levels = ", ".join(f"{level:.3g}" for level in self.levels)
-        return (f"looks at {'/'.join(map(str, self.looks))} seeds, {self.spending} spending, "
-                f"levels {levels} (at most alpha {self.alpha:g} wrong over all looks)")
-
 
 def _deterministic(decision: Decision) -> bool:
     """No sampling in it: n = 1 in the decision and in every part of it."""
