@@ -11,7 +11,8 @@ from cnnconv.engine.device import device_name
 from cnnconv.engine.models import build_model
 from cnnconv.engine.spec import RunSpec
 from cnnconv.harness.flops import count_flops, run_cost, step_flops
-from cnnconv.harness.plan import estimate
+from cnnconv.harness.plan import Planner, estimate
+from cnnconv.harness.store import RunStore
 from cnnconv.harness.throughput import ThroughputTable
 
 
@@ -53,6 +54,18 @@ def test_a_run_costs_its_steps_and_its_evaluations():
     per_image = count_flops("lenet5", (), 1, tiny.shape, 10, False)
     assert cost.iterations == 8  # 2 epochs of 4 whole batches
     assert cost.flops == 8 * per_step + 2 * 100 * per_image  # evaluated at 2 and at 8
+
+
+def test_stand_ins_name_the_stack_the_session_would_train_them_in(tmp_path):
+    """A claim may compare runs of one stack size (P3-FP16's step rates); on stand-ins
+    without a stack the plan failed it wherever one arm was stored, trained stacked."""
+    planner = Planner(RunStore(tmp_path), None)
+    plan = planner.claim("P-TEST", "test_p")
+    specs = [RunSpec(model="lenet5", dataset="synthetic", iterations=4, batch_size=8, seed=seed)
+             for seed in range(5)]
+    assert [run.environment["stack"] for run in planner.fetch(plan, specs)] == ["5"] * 5
+    in_twos = planner.fetch(plan, specs, stack=2)
+    assert [run.environment["stack"] for run in in_twos] == ["2", "2", "2", "2", "1"]
 
 
 def _row(**changes):

@@ -100,15 +100,17 @@ class Planner:
                     plan.stored.add(cost.key)
                     results.append(stored[cost.key])
                 else:
-                    results.append(stand_in(spec, cost.iterations, len(dataset.classes)))
+                    results.append(stand_in(spec, cost.iterations, len(dataset.classes), len(todo)))
             if todo and todo[0].teacher is not None:  # training takes them from the store
                 self.fetch(plan, [spec.teacher_spec() for spec in todo], fresh=False)
         return results
 
 
-def stand_in(spec: RunSpec, iterations: int, classes: int) -> RunResult:
+def stand_in(spec: RunSpec, iterations: int, classes: int, stack: int) -> RunResult:
     """A run-shaped placeholder: chance-level loss and accuracy with a little noise (so
-    that a claim's statistics run), never stored and never reported."""
+    that a claim's statistics run), never stored and never reported. Its environment
+    names the stack the session would train it in, as a trained run's does (P3-FP16
+    compares step rates only between runs of one stack size)."""
     rng = np.random.default_rng(spec.seed)
     chance = 1 / classes
     evaluations = evaluation_points(spec, iterations)
@@ -118,7 +120,7 @@ def stand_in(spec: RunSpec, iterations: int, classes: int) -> RunResult:
         eval_iterations=evaluations,
         test_accuracy=list(chance + rng.normal(0, 0.01, len(evaluations))),
         samples_seen=iterations * spec.batch_size, epochs=0.0, wall_time=1.0, eval_time=0.0,
-        diverged_at=None, precision_state={}, environment={"stand_in": "true"},
+        diverged_at=None, precision_state={}, environment={"stand_in": "true", "stack": str(stack)},
     )
 
 
