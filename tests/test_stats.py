@@ -703,3 +703,23 @@ def test_operating_characteristics_match_the_decisions():
     assert low <= supported <= high, (supported, oc)
     assert np.mean([n for _, n in outcomes]) == pytest.approx(oc.expected_seeds, abs=0.3)
     assert oc.expected_seeds < 11 and oc.supported > 0.8  # vs 43% power at a fixed 5 seeds
+
+
+def test_undecided_at_the_cap_names_the_cap_that_would_settle_it():
+    """``SequentialDecision.seeds_needed`` speaks of the design: a cap planned at that many
+    seeds gives it 80% power for the effect observed. Taken at alpha instead of the last
+    look's level (the fixed-sample answer) it names too small a cap: 27 seeds for 0.5 sd,
+    where the design has 72% power."""
+    from cnnconv.stats.sequential import operating_characteristics
+
+    undecided = DESIGN.decide(lambda n, level: stats.greater(np.tile([1.2, -1.0], n)[:n], 0.0, alpha=level))
+    assert undecided.verdict == "inconclusive" and undecided.n == DESIGN.cap
+    assert undecided.seeds_needed == undecided.decision.seeds_needed > DESIGN.cap
+    assert f"--cnnconv-max-seeds={undecided.seeds_needed}" in undecided.text
+    assert undecided.as_dict()["seeds_needed"] == undecided.seeds_needed
+    decided = DESIGN.decide(lambda n, level: stats.greater(np.arange(n) + 1.0, 0.0, alpha=level))
+    assert decided.seeds_needed is None and "cap:" not in decided.text
+    for effect in (0.5, 0.3):
+        cap = stats.seeds_needed(effect, alpha=DESIGN.levels[-1])
+        power = operating_characteristics(stats.Design((*CPU_LOOKS, cap)), effect, draws=2**14).supported
+        assert power >= 0.8, (effect, cap, power)
