@@ -5,7 +5,9 @@ the error over all looks when they are used as p-value levels at each look's deg
 freedom (paired t, simulated), the calibration factor and the levels the claims are
 decided at; then, for a few true effects, the design's chance of each verdict and the
 seeds per arm it trains on average, against one look at the first look's seeds and at
-the cap::
+the cap. Then, for the cpu looks: the power of the cap an undecided verdict names
+(``SequentialDecision.seeds_needed``), and the error of raising the cap after looking
+(a second design, run only where the first left the claim undecided)::
 
     python benchmarks/sequential_design.py [--draws 65536]
 """
@@ -17,10 +19,17 @@ import argparse
 import numpy as np
 
 from cnnconv.harness.scales import SCALES
-from cnnconv.stats import Design
-from cnnconv.stats.sequential import normal_levels, operating_characteristics, smallest_p_over_level
+from cnnconv.stats import Design, seeds_needed
+from cnnconv.stats.sequential import (
+    normal_levels,
+    operating_characteristics,
+    paired_t_p_values,
+    smallest_p_over_level,
+)
 
 EFFECTS = (0.0, 0.5, 0.8, 1.2)
+NAMED_CAP_EFFECTS = (0.5, 0.3)
+RAISED_CAPS = (24, 42)
 
 
 def main() -> None:
@@ -45,6 +54,24 @@ def main() -> None:
                           for n in (looks[0], looks[-1]))
             print(f"  {effect:>4} {oc.supported:>9.3f} {oc.refuted:>8.4f} {oc.undecided:>9.3f} "
                   f"{oc.expected_seeds:>10.1f} {first:>9.3f} {cap:>9.3f}")
+    cpu = Design(SCALES["cpu"].looks)
+    for effect in NAMED_CAP_EFFECTS:
+        cap = seeds_needed(effect, alpha=cpu.levels[-1])
+        power = operating_characteristics(Design((*cpu.looks, cap)), effect, args.draws).supported
+        print(f"cpu, undecided at {cpu.cap} with d = {effect}: the verdict names a cap of {cap}; "
+              f"capped there, the design supports it {power:.3f} of the time")
+    for cap in RAISED_CAPS:
+        print(f"cpu, cap raised to {cap} after an undecided verdict: wrong 'supported' "
+              f"{raised_cap_error(cpu, cap, 2 * args.draws):.4f} (either design alone: {cpu.alpha})")
+
+
+def raised_cap_error(first: Design, cap: int, draws: int) -> float:
+    """Paired t-tests at the boundary: the first design's looks, then, only where they left
+    the claim undecided, a design with ``cap`` as its last look, at that look's level."""
+    second = Design((*first.looks, cap))
+    p = paired_t_p_values(second.looks, np.random.default_rng(1), draws)
+    first_wrong = (p[:, :-1] < np.asarray(first.levels)).any(axis=1)
+    return float(np.mean(first_wrong | (p[:, -1] < second.levels[-1])))
 
 
 if __name__ == "__main__":

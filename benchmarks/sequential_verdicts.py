@@ -1,6 +1,7 @@
 """Fixed seeds against sequential looks: how verdicts differ between claims sessions (a script).
 
-Each argument is ``NAME=PATH`` to a ``--cnnconv-json`` file of verdicts; the table lists
+Each argument is ``NAME=PATH[,PATH...]``: a session's ``--cnnconv-json`` files of verdicts
+(several when it ran in parts); the table lists
 every claim test with, per session, its verdict, p, the level it was decided at and its
 seeds ("12/16": decided at 12 of a cap of 16). Then, for each pair of sessions named with
 ``--pair A,B``, the claims whose verdict class changed: supported <-> refuted (the data
@@ -25,8 +26,9 @@ from compare_runs import TIMED
 Key = tuple[str, str, str]
 
 
-def load(path: Path) -> dict[Key, dict[str, Any]]:
-    claims = json.loads(path.read_text())["claims"]
+def load(paths: str) -> dict[Key, dict[str, Any]]:
+    """The claims of comma-separated verdict files, by claim, scale and data set."""
+    claims = [r for path in paths.split(",") for r in json.loads(Path(path).read_text())["claims"]]
     return {(r["id"], r["scale"], r.get("dataset", "")): r for r in claims}
 
 
@@ -55,10 +57,10 @@ def changes(a: dict[Key, dict], b: dict[Key, dict]) -> tuple[list[Key], list[Key
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sessions", nargs="+", metavar="NAME=PATH")
+    parser.add_argument("sessions", nargs="+", metavar="NAME=PATH[,PATH...]")
     parser.add_argument("--pair", action="append", default=[], metavar="A,B")
     args = parser.parse_args()
-    sessions = {name: load(Path(path)) for name, path in (s.split("=", 1) for s in args.sessions)}
+    sessions = {name: load(paths) for name, paths in (s.split("=", 1) for s in args.sessions)}
     keys = sorted(set().union(*sessions.values()))
     print(f"{'claim':<16} {'scale':<5} {'data':<13} " + " ".join(f"{n:<40}" for n in sessions))
     for key in keys:
@@ -66,9 +68,10 @@ def main() -> None:
         print(f"{key[0]:<16} {key[1] or '-':<5} {key[2] or '-':<13} "
               + " ".join(f"{cell(s.get(key)):<40}" for s in sessions.values()) + timed)
     for name, records in sessions.items():
-        undecided = sum(r["decision"]["verdict"] == "inconclusive" for k, r in records.items()
-                        if k[0] not in TIMED)
-        print(f"{name}: {undecided} inconclusive of {len(records)} claims")
+        counted = [r for k, r in records.items() if k[0] not in TIMED]
+        undecided = sum(r["decision"]["verdict"] == "inconclusive" for r in counted)
+        print(f"{name}: {undecided} inconclusive of {len(counted)} claims "
+              f"({len(records) - len(counted)} timed, not counted)")
     for pair in args.pair:
         first, second = pair.split(",")
         swapped, unsettled = changes(sessions[first], sessions[second])
