@@ -3,6 +3,7 @@ says without a GPU, and how a step cut off at its time limit stops the campaign 
 command that continues it."""
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -147,13 +148,18 @@ def test_every_step_has_commands(step, tmp_path):
     assert commands and all(isinstance(c, list) and c for c in commands)
 
 
+def _writes_when_interrupted(path: Path) -> str:
+    """A Python program that sleeps and, on KeyboardInterrupt, writes ``path``."""
+    return ("import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+            f"    open({str(path)!r}, 'w').write('finished')\n")
+
+
 def test_a_command_at_its_limit_gets_sigint_first_to_write_what_it_finished(tmp_path, monkeypatch):
     """pytest answers SIGINT by finishing the session (verdicts and report of the claims
     that finished); a command that ignores it is killed at the limit."""
     monkeypatch.setattr(campaign, "GRACE", 0.5)
     wrote = tmp_path / "wrote"
-    polite = ("import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
-              f"    open({str(wrote)!r}, 'w').write('finished')\n")
+    polite = _writes_when_interrupted(wrote)
     assert campaign.run([sys.executable, "-c", polite], seconds=3.0) is None
     assert wrote.read_text() == "finished"
     deaf = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)\n"
@@ -161,6 +167,20 @@ def test_a_command_at_its_limit_gets_sigint_first_to_write_what_it_finished(tmp_
     assert campaign.run([sys.executable, "-c", deaf], seconds=1.5) is None
     assert time.perf_counter() - started < 10
     assert campaign.run([sys.executable, "-c", "raise SystemExit(1)"], seconds=30.0) == 1
+
+
+def test_a_command_gets_sigint_where_the_campaign_itself_ignores_it(tmp_path, monkeypatch):
+    """Started as a shell script's background job, ``./dev gpu`` ignores SIGINT, and so
+    would every step it starts: none would write what it finished before being killed."""
+    monkeypatch.setattr(campaign, "GRACE", 0.5)
+    wrote = tmp_path / "wrote"
+    polite = _writes_when_interrupted(wrote)
+    ignoring = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert campaign.run([sys.executable, "-c", polite], seconds=3.0) is None
+    finally:
+        signal.signal(signal.SIGINT, ignoring)
+    assert wrote.read_text() == "finished"
 
 
 def test_a_failing_command_does_not_stop_the_rest_of_its_step(tmp_path, monkeypatch):
@@ -188,6 +208,7 @@ def test_done():
 
 @pytest.mark.claim("X-CUT")
 def test_cut():
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as campaign.run starts pytest
     os.kill(os.getpid(), signal.SIGINT)  # the campaign's signal, mid-claim
     return stats.exact(1, True)
 """)

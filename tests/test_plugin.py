@@ -190,7 +190,8 @@ def test_a_claim_is_decided_at_the_first_look_that_decides_it(pytester, tmp_path
     late = verdicts["T-LATE"]
     assert late["sequential"] | {"text": ""} == {
         "look": 3, "looks": [5, 8, 12, 16], "n": 12, "boundary": levels[2], "levels": list(levels),
-        "cap": 16, "alpha": 0.05, "spending": "pocock", "text": ""}
+        "cap": 16, "alpha": 0.05, "spending": "pocock", "seeds_needed": None,
+        "text": ""}
     assert late["decision"]["alpha"] == levels[2] and len(late["arms"][0]["keys"]) == 12
     journal = (store / "computed.jsonl").read_text().splitlines()
     assert len(journal) == 12 + 16  # each seed trained once, whatever the looks

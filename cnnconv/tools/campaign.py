@@ -123,14 +123,20 @@ def _unfinished(part: Path) -> Path:
     return part.with_suffix(".tmp")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(command: list[str], seconds: float) -> int | None:
     """Run ``command`` for at most ``seconds``: its exit code, or None if it was stopped.
     ``GRACE`` seconds (a quarter of a short limit) before the limit it gets SIGINT, as from
     Ctrl-C, so that pytest still writes the verdicts and report of the claims that
     finished (and the run store keeps every finished run); only if it has not ended by
-    the limit is it killed."""
+    the limit is it killed. The command starts with SIGINT's default action even where
+    ours is ignored: a shell script's background job (``nohup ./dev gpu &``) ignores it,
+    its children inherit that, and Python then never raises KeyboardInterrupt."""
     grace = min(GRACE, seconds / 4)
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, preexec_fn=_default_sigint)
     try:
         return process.wait(timeout=seconds - grace)
     except subprocess.TimeoutExpired:
