@@ -168,10 +168,9 @@ class SequentialDecision:
         capped there adds that cap as a look, and spends more of alpha at its last look
         than this one does, so it has at least that power: 86% and 88% in simulation for
         effects of 0.5 and 0.3 sd (``benchmarks/sequential_design.py``; the tests
-        check 80%). Planned before looking, that
-        is; raising the cap *because* a verdict came out undecided is a second design
-        run after the first, which errs more often than alpha (5.0% -> 6.0% one-sided
-        for a cap raised from 16 to 24, 7.1% to 42)."""
+        check 80%). Planned before looking, that is; raising the cap *because* a verdict
+        came out undecided is a second design run after the first, which errs more often
+        than alpha (5.0% -> 6.0% one-sided for a cap raised from 16 to 24, 7.1% to 42)."""
         if self.verdict != INCONCLUSIVE or self.look + 1 < len(self.design.looks):
             return None
         needed = self.decision.seeds_needed
@@ -187,10 +186,9 @@ class SequentialDecision:
         line = (f"look {self.look + 1} of {len(design.looks)} ({self.n} seeds per arm, "
                 f"level {self.boundary:.3g}, cap {design.cap}; {design.spending} spending, "
                 f"alpha {design.alpha:g} over all looks)")
-        if self.seeds_needed:
-            line += (f"; undecided at the cap: a cap of {self.seeds_needed} "
-                     f"(--cnnconv-max-seeds={self.seeds_needed}, chosen before looking) "
-                     "would settle it if the effect is as observed")
+        if cap := self.seeds_needed:
+            line += (f"; undecided at the cap: a cap of {cap} (--cnnconv-max-seeds={cap}, "
+                     "chosen before looking) would settle it if the effect is as observed")
         return line
 
     def explain(self) -> str:
